@@ -1,0 +1,26 @@
+"""One plotting style for every figure: fixed fonts and sizes, so figures render the same."""
+
+from __future__ import annotations
+
+#: Colours for series measured by this run and series reported by a paper, kept apart.
+MEASURED_COLORS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd")
+REPORTED_COLORS = ("#7f7f7f", "#bcbd22", "#8c564b", "#e377c2", "#17becf", "#ff7f0e")
+
+
+def apply_style() -> None:
+    import matplotlib as mpl
+
+    mpl.rcParams.update({
+        "font.family": "DejaVu Sans",
+        "font.size": 9,
+        "axes.titlesize": 10,
+        "axes.labelsize": 9,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "figure.dpi": 100,
+        "savefig.dpi": 150,
+        "savefig.bbox": "tight",
+        "pdf.fonttype": 42,
+        "svg.hashsalt": "aes",
+        "path.simplify": True,
+    })
