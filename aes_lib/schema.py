@@ -157,6 +157,9 @@ class ImageRecord(Record):
     degradation: str = "none"
     strength: float = 0.0          # 0 = none; 1 = the strongest variant the dataset builds
     params: dict[str, Any] = field(default_factory=dict)  # exact degradation parameters
+    # hand-written facts about the source photo (subject, mood, palette, composition, base_grade):
+    # the ground truth simulated annotators and the benchmark draw on
+    traits: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, name: str | None = None) -> None:
         name = name or self.label()
