@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
             if e.name == f"aes_lib.{name}":
                 continue  # stage not built yet
             raise
-        module.register_cli(sub)
+        if hasattr(module, "register_cli"):
+            module.register_cli(sub)
     return parser
 
 

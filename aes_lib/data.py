@@ -1,0 +1,465 @@
+"""Stage 0: AesMMIT-mini, a small dataset of real photos with degraded variants of known strength.
+
+The photos ship inside installed pip packages (scikit-image, scikit-learn, matplotlib) and load
+with no download; ``aes_lib/assets/photos.yaml`` lists them with their licences and hand-written
+traits. Each photo gets deterministic degraded variants (exposure, blur, noise, JPEG, colour,
+tilt, crop) whose kind and strength are recorded, so later questions about technical quality and
+colour have checkable answers. Splits are by source photo: no photo's variants cross splits.
+
+    aes data build --out outputs/data      # images + manifest.json, byte-identical on rebuild
+    aes data verify outputs/data/manifest.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from aes_lib.config import Config, require
+from aes_lib.io import read_json, sha256_file, write_json, atomic_write_bytes
+from aes_lib.schema import DEGRADATIONS, SPLITS, ImageRecord, SchemaError, write_jsonl
+
+log = logging.getLogger(__name__)
+
+DATASET_NAME = "AesMMIT-mini"
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class DataConfig(Config):
+    out: str = field(default="outputs/data", metadata={"help": "folder for images/ and manifest.json"})
+    max_side: int = field(default=256, metadata={"help": "longest image side in pixels after resizing"})
+    photos: list = field(default_factory=list, metadata={"help": "photo ids to use (empty = all)"})
+    degradations: list = field(default_factory=lambda: [d for d in DEGRADATIONS if d != "none"],
+                               metadata={"help": "degradation kinds to apply to every photo"})
+    split_fractions: list = field(default_factory=lambda: [0.625, 0.1875, 0.1875],
+                                  metadata={"help": "train / val / test fractions of source photos"})
+    seed: int = field(default=0, metadata={"help": "seed for split assignment, strengths and noise"})
+
+    def check(self) -> None:
+        require(32 <= self.max_side <= 4096, "max_side", "must be between 32 and 4096")
+        unknown = sorted(set(self.degradations) - set(DEGRADATIONS) - {"none"})
+        require(not unknown, "degradations", f"unknown kinds {unknown}; known: {DEGRADATIONS[1:]}")
+        require(len(self.split_fractions) == 3 and abs(sum(self.split_fractions) - 1) < 1e-6
+                and all(f >= 0 for f in self.split_fractions), "split_fractions",
+                "must be three non-negative fractions summing to 1")
+        known = {p["id"] for p in load_photo_catalogue()["photos"]}
+        require(set(self.photos) <= known, "photos", f"unknown photo ids {sorted(set(self.photos) - known)}")
+
+
+# --- the source photos ------------------------------------------------------------------------
+
+def load_photo_catalogue() -> dict[str, Any]:
+    import yaml
+
+    text = resources.files("aes_lib").joinpath("assets/photos.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def load_photo(loader: str):
+    """Load a photo named ``package.name`` as an RGB PIL image, without any download."""
+    from PIL import Image
+
+    package, _, name = loader.rpartition(".")
+    if package == "skimage.data":
+        import skimage.data
+
+        array = getattr(skimage.data, name)()
+    elif package == "sklearn":
+        from sklearn.datasets import load_sample_image
+
+        array = load_sample_image(f"{name}.jpg")
+    elif package == "matplotlib":
+        import matplotlib.cbook
+
+        with matplotlib.cbook.get_sample_data(f"{name}.jpg") as fh:
+            return Image.open(fh).convert("RGB")
+    else:
+        raise ValueError(f"photo loader {loader!r}: unknown package {package!r}")
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0, 1) * 255).astype(np.uint8) if array.dtype.kind == "f" else array.astype(np.uint8)
+    image = Image.fromarray(array)
+    return image.convert("RGB")
+
+
+def is_grayscale(image) -> bool:
+    a = np.asarray(image, dtype=np.int16)
+    return bool(np.abs(a[..., 0] - a[..., 1]).max() <= 2 and np.abs(a[..., 1] - a[..., 2]).max() <= 2)
+
+
+def resize_max_side(image, max_side: int):
+    from PIL import Image
+
+    w, h = image.size
+    scale = max_side / max(w, h)
+    if scale >= 1:
+        return image
+    return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+
+
+# --- degradations -----------------------------------------------------------------------------
+# Each takes (image, strength in (0, 1], rng) and returns (image, params). Strength 1 is the
+# strongest variant; the params are the exact values used, recorded in the manifest.
+
+def _to_array(image) -> np.ndarray:
+    return np.asarray(image, dtype=np.float32)
+
+
+def _from_array(a: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
+
+
+def overexpose(image, s, rng):
+    gain = 1.0 + 1.5 * s
+    return _from_array(_to_array(image) * gain + 40 * s), {"gain": gain, "offset": 40 * s}
+
+
+def underexpose(image, s, rng):
+    gain = 1.0 - 0.75 * s
+    return _from_array(_to_array(image) * gain), {"gain": gain}
+
+
+def blur(image, s, rng):
+    from PIL import ImageFilter
+
+    radius = round(1.0 + 4.0 * s, 3)
+    return image.filter(ImageFilter.GaussianBlur(radius)), {"gaussian_radius_px": radius}
+
+
+def add_noise(image, s, rng):
+    sigma = 10.0 + 40.0 * s
+    noisy = _to_array(image) + rng.normal(0.0, sigma, size=np.asarray(image).shape)
+    return _from_array(noisy), {"gaussian_sigma": sigma}
+
+
+def jpeg(image, s, rng):
+    from PIL import Image
+
+    quality = int(round(30 - 25 * s))
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB"), {"jpeg_quality": quality}
+
+
+def color_cast(image, s, rng):
+    warm = bool(rng.integers(0, 2))
+    shift = 0.45 * s
+    gains = np.array([1 + shift, 1 + shift / 3, 1 - shift]) if warm else np.array([1 - shift, 1, 1 + shift])
+    return _from_array(_to_array(image) * gains), {"cast": "warm" if warm else "cool",
+                                                   "channel_gains": [round(float(g), 4) for g in gains]}
+
+
+def desaturate(image, s, rng):
+    from PIL import ImageEnhance
+
+    factor = round(1.0 - s, 3)
+    return ImageEnhance.Color(image).enhance(factor), {"saturation_factor": factor}
+
+
+def tilt(image, s, rng):
+    from PIL import Image
+
+    angle = round((4.0 + 11.0 * s) * (1 if rng.integers(0, 2) else -1), 2)
+    w, h = image.size
+    rotated = image.rotate(angle, resample=Image.Resampling.BICUBIC, expand=False)
+    # crop the largest centred box free of the black corners, then scale back to the old size
+    t = abs(np.deg2rad(angle))
+    cw = (w * np.cos(t) - h * np.sin(t)) / np.cos(2 * t)
+    ch = (h * np.cos(t) - w * np.sin(t)) / np.cos(2 * t)
+    cw, ch = max(8, int(cw)), max(8, int(ch))
+    left, top = (w - cw) // 2, (h - ch) // 2
+    out = rotated.crop((left, top, left + cw, top + ch)).resize((w, h), Image.Resampling.BICUBIC)
+    return out, {"angle_deg": angle}
+
+
+def bad_crop(image, s, rng):
+    from PIL import Image
+
+    keep = round(1.0 - 0.5 * s, 3)
+    corner = ["top-left", "top-right", "bottom-left", "bottom-right"][int(rng.integers(0, 4))]
+    w, h = image.size
+    cw, ch = int(w * keep), int(h * keep)
+    left = 0 if "left" in corner else w - cw
+    top = 0 if "top" in corner else h - ch
+    out = image.crop((left, top, left + cw, top + ch)).resize((w, h), Image.Resampling.BICUBIC)
+    return out, {"kept_fraction": keep, "corner": corner}
+
+
+DEGRADE: dict[str, Callable] = {
+    "overexposed": overexpose, "underexposed": underexpose, "blur": blur, "noise": add_noise,
+    "jpeg": jpeg, "color_cast": color_cast, "desaturated": desaturate, "tilted": tilt,
+    "bad_crop": bad_crop,
+}
+#: Strengths a variant may get; each (photo, kind) draws one deterministically.
+STRENGTHS = (0.5, 0.75, 1.0)
+
+
+def _rng(*parts: object) -> np.random.Generator:
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def assign_splits(photo_ids: list[str], fractions=(0.625, 0.1875, 0.1875), seed: int = 0) -> dict[str, str]:
+    """Assign each source photo to one split, deterministically for a seed."""
+    order = sorted(photo_ids, key=lambda pid: hashlib.sha256(f"{seed}|{pid}".encode()).hexdigest())
+    n = len(order)
+    n_test = max(1, round(n * fractions[2])) if n >= 3 and fractions[2] > 0 else 0
+    n_val = max(1, round(n * fractions[1])) if n >= 3 and fractions[1] > 0 else 0
+    n_train = n - n_val - n_test
+    splits = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
+    return dict(zip(order, splits))
+
+
+def png_bytes(image) -> bytes:
+    """PNG bytes with no metadata, so the same pixels always give the same bytes."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+# --- building ---------------------------------------------------------------------------------
+
+def build_dataset(cfg: DataConfig | None = None, progress: bool = True) -> Path:
+    """Write ``images/*.png`` and ``manifest.json`` under ``cfg.out``; returns the manifest path."""
+    from tqdm.auto import tqdm
+
+    cfg = cfg or DataConfig()
+    out = Path(cfg.out)
+    catalogue = [p for p in load_photo_catalogue()["photos"] if not cfg.photos or p["id"] in cfg.photos]
+    splits = assign_splits([p["id"] for p in catalogue], tuple(cfg.split_fractions), cfg.seed)
+    records: list[ImageRecord] = []
+    for photo in tqdm(catalogue, desc="photos", disable=not progress):
+        base = resize_max_side(load_photo(photo["loader"]), cfg.max_side)
+        gray = is_grayscale(base)
+        variants = [("none", 0.0, base, {})]
+        for kind in cfg.degradations:
+            if kind == "desaturated" and gray:
+                continue  # a grey photo cannot lose colour: no honest variant to make
+            rng = _rng(cfg.seed, photo["id"], kind)
+            strength = float(STRENGTHS[int(rng.integers(0, len(STRENGTHS)))])
+            image, params = DEGRADE[kind](base, strength, rng)
+            variants.append((kind, strength, image, params))
+        for kind, strength, image, params in variants:
+            image_id = f"{photo['id']}__{'original' if kind == 'none' else kind}"
+            rel = f"images/{image_id}.png"
+            data = png_bytes(image)
+            atomic_write_bytes(out / rel, data)
+            records.append(ImageRecord(
+                id=image_id, file=rel, source_photo=photo["id"], split=splits[photo["id"]],
+                sha256=hashlib.sha256(data).hexdigest(), width=image.size[0], height=image.size[1],
+                source_package=photo["package"], source_name=photo["loader"], licence=photo["licence"],
+                title=photo["title"], category=photo["category"], degradation=kind,
+                strength=strength, params=params, traits={**photo["traits"], "grayscale": gray}))
+    manifest = {"name": DATASET_NAME, "version": MANIFEST_VERSION, "config": cfg.to_dict(),
+                "images": [r.to_dict() for r in records]}
+    path = write_json(out / "manifest.json", manifest)
+    log.info("wrote %d images of %d photos to %s", len(records), len(catalogue), out)
+    return path
+
+
+# --- reading and checking ---------------------------------------------------------------------
+
+@dataclass
+class Dataset:
+    """A manifest loaded and validated: ``root`` is the folder image files are relative to."""
+
+    root: Path
+    images: list[ImageRecord]
+    name: str = DATASET_NAME
+
+    def path(self, record: ImageRecord) -> Path:
+        return self.root / record.file
+
+    def by_id(self) -> dict[str, ImageRecord]:
+        return {r.id: r for r in self.images}
+
+    def split(self, split: str) -> list[ImageRecord]:
+        return [r for r in self.images if r.split == split]
+
+
+def load_manifest(path: str | Path, check_files: bool = True) -> Dataset:
+    """Load and validate a manifest; errors name the manifest, the record and the field."""
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise SchemaError(str(path), "images", "expected an object with a list 'images'")
+    records, seen = [], set()
+    for i, item in enumerate(data["images"]):
+        record = ImageRecord.from_dict(item, where=f"{path}: images[{i}]")
+        if record.id in seen:
+            raise SchemaError(f"{path}: images[{i}]", "id", f"duplicate id {record.id!r}")
+        seen.add(record.id)
+        records.append(record)
+    dataset = Dataset(root=path.parent, images=records, name=data.get("name", DATASET_NAME))
+    if check_files:
+        missing = [r for r in records if not dataset.path(r).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{path}: {len(missing)} listed image file(s) missing, first: {dataset.path(missing[0])}")
+    return dataset
+
+
+def check_image(path: str | Path, expected_sha256: str = "") -> str | None:
+    """Return a one-line problem with the image file, or None when it is readable and intact."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        return "file not found"
+    if expected_sha256 and sha256_file(path) != expected_sha256:
+        return "content hash differs from the manifest"
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except UnidentifiedImageError:
+        return "not a readable image"
+    except (OSError, SyntaxError) as e:
+        return f"truncated or corrupt image ({e})"
+    return None
+
+
+def verify_dataset(manifest: str | Path, rejects: str | Path | None = None,
+                   on_error: str = "raise") -> list[dict[str, str]]:
+    """Check every image of a manifest. ``on_error='raise'`` stops at the first bad image with an
+    error naming it; ``'warn'`` logs each, writes them to ``rejects`` (JSONL) and returns them."""
+    require(on_error in ("raise", "warn"), "on_error", "must be 'raise' or 'warn'")
+    dataset = load_manifest(manifest, check_files=False)
+    problems = []
+    for record in dataset.images:
+        problem = check_image(dataset.path(record), record.sha256)
+        if problem:
+            if on_error == "raise":
+                raise ValueError(f"{dataset.path(record)}: {problem} (image {record.id!r} in {manifest})")
+            log.warning("%s: %s", dataset.path(record), problem)
+            problems.append({"image_id": record.id, "file": str(dataset.path(record)), "problem": problem})
+    if rejects is not None and problems:
+        write_jsonl(rejects, problems)
+    return problems
+
+
+def check_splits(dataset: Dataset) -> None:
+    """Raise if any source photo has images in more than one split."""
+    seen: dict[str, str] = {}
+    for r in dataset.images:
+        if seen.setdefault(r.source_photo, r.split) != r.split:
+            raise ValueError(f"source photo {r.source_photo!r} appears in splits "
+                             f"{seen[r.source_photo]!r} and {r.split!r}")
+
+
+def counts(dataset: Dataset):
+    """Images per source package, category, split and degradation, as a DataFrame."""
+    import pandas as pd
+
+    df = pd.DataFrame([{"source_package": r.source_package, "category": r.category, "split": r.split,
+                        "degradation": r.degradation, "photo": r.source_photo} for r in dataset.images])
+    return df
+
+
+def contact_sheet(dataset: Dataset, out_stem: str | Path, columns: int | None = None,
+                  thumb_inches: float = 1.1) -> list[Path]:
+    """A grid of thumbnails, one row per source photo, one column per degradation; PDF + PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from aes_lib.style import apply_style
+
+    apply_style()
+    photos = list(dict.fromkeys(r.source_photo for r in dataset.images))
+    kinds = [k for k in DEGRADATIONS if any(r.degradation == k for r in dataset.images)]
+    grid = {(r.source_photo, r.degradation): r for r in dataset.images}
+    fig, axes = plt.subplots(len(photos), len(kinds), squeeze=False,
+                             figsize=(thumb_inches * len(kinds), thumb_inches * len(photos)))
+    for i, photo in enumerate(photos):
+        for j, kind in enumerate(kinds):
+            ax = axes[i][j]
+            ax.set_xticks([]), ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            record = grid.get((photo, kind))
+            if record is not None:
+                with Image.open(dataset.path(record)) as im:
+                    im.thumbnail((128, 128))
+                    ax.imshow(np.asarray(im.convert("RGB")))
+                if kind != "none":
+                    ax.set_xlabel(f"s={record.strength:g}", fontsize=6, labelpad=1)
+            if i == 0:
+                ax.set_title("original" if kind == "none" else kind.replace("_", " "), fontsize=7)
+            if j == 0:
+                split = grid[(photo, "none")].split if (photo, "none") in grid else ""
+                ax.set_ylabel(f"{photo}\n({split})", fontsize=6, rotation=0, ha="right", va="center")
+    fig.suptitle(f"{dataset.name}: {len(photos)} photos x {len(kinds)} versions "
+                 f"({len(dataset.images)} images); s = degradation strength", fontsize=9)
+    paths = save_figure(fig, out_stem)
+    plt.close(fig)
+    return paths
+
+
+def save_figure(fig, out_stem: str | Path) -> list[Path]:
+    """Save ``fig`` as PDF and PNG with no date or software metadata (same input, same bytes)."""
+    out_stem = Path(out_stem)
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext, meta in (("pdf", {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}),
+                      ("png", {"Software": None})):
+        path = out_stem.with_suffix(f".{ext}")
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, metadata=meta)
+        atomic_write_bytes(path, buf.getvalue())
+        paths.append(path)
+    return paths
+
+
+# --- CLI --------------------------------------------------------------------------------------
+
+def register_cli(sub) -> None:
+    p = sub.add_parser("data", help="build and check AesMMIT-mini")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    b = dsub.add_parser("build", help="write images and manifest.json (byte-identical on rebuild)")
+    b.add_argument("--out", default=DataConfig.out, help="output folder (default: %(default)s)")
+    b.add_argument("--max-side", type=int, default=256, help="longest side in pixels (default: 256)")
+    b.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    b.add_argument("--photos", nargs="*", default=[], help="photo ids to use (default: all)")
+    b.set_defaults(func=_cli_build)
+    v = dsub.add_parser("verify", help="check every image of a manifest")
+    v.add_argument("manifest", help="path to manifest.json")
+    v.add_argument("--rejects", help="write problems to this JSONL file and go on instead of stopping")
+    v.set_defaults(func=_cli_verify)
+    ls = dsub.add_parser("photos", help="list the source photos with package and licence")
+    ls.set_defaults(func=_cli_photos)
+
+
+def _cli_build(args) -> int:
+    cfg = DataConfig.from_dict(out=args.out, max_side=args.max_side, seed=args.seed, photos=args.photos)
+    path = build_dataset(cfg)
+    dataset = load_manifest(path)
+    print(f"{len(dataset.images)} images written; manifest: {path}")
+    return 0
+
+
+def _cli_verify(args) -> int:
+    problems = verify_dataset(args.manifest, rejects=args.rejects, on_error="warn" if args.rejects else "raise")
+    dataset = load_manifest(args.manifest, check_files=False)
+    check_splits(dataset)
+    print(f"{len(dataset.images) - len(problems)} of {len(dataset.images)} images OK"
+          + (f"; {len(problems)} problems written to {args.rejects}" if problems else ""))
+    return 1 if problems else 0
+
+
+def _cli_photos(args) -> int:
+    for p in load_photo_catalogue()["photos"]:
+        print(f"{p['id']:22s} {p['package']:13s} {p['licence']}")
+    return 0
