@@ -1,0 +1,286 @@
+"""Models: build the embedded tiny LLaVA, load any LLaVA-family checkpoint, render prompts.
+
+Shared by the training and evaluation stages. Everything goes through transformers' native
+LLaVA classes (``LlavaForConditionalGeneration`` / ``AutoModelForImageTextToText`` with its
+``AutoProcessor``), so the tiny model the project builds offline and a real ``llava-hf/*``
+checkpoint take exactly the same ``from_pretrained`` path.
+
+The tiny model is a real LLaVA: a CLIP vision tower, the two-layer projector and a Llama
+language model, with a byte-level BPE tokenizer the project trains offline with ``tokenizers``
+and the LLaVA-v1 conversation template (``aes_lib/assets/llava_v1_chat_template.jinja``).
+
+torch, transformers, tokenizers and peft are imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+log = logging.getLogger(__name__)
+
+IMAGE_TOKEN = "<image>"
+BOS, EOS, UNK, PAD = "<s>", "</s>", "<unk>", "<pad>"
+#: How LLaVA turn names map onto chat-template roles.
+ROLE_OF = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+           "system": "system"}
+CHAT_TEMPLATE_FILE = "llava_v1_chat_template.jinja"
+CORPUS_FILE = "tiny_tokenizer_corpus.txt"
+
+
+def asset_text(name: str) -> str:
+    """Text of a versioned data file under ``aes_lib/assets``."""
+    return resources.files("aes_lib").joinpath("assets", name).read_text(encoding="utf-8")
+
+
+def default_corpus() -> list[str]:
+    """The built-in tokenizer corpus (comment lines skipped)."""
+    return [line for line in asset_text(CORPUS_FILE).splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+@dataclass
+class TinyLlavaShape:
+    """Shape of the embedded tiny LLaVA (about 0.6 M parameters at the defaults)."""
+
+    image_size: int = 64
+    patch_size: int = 16
+    vision_width: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 4
+    text_width: int = 128
+    text_layers: int = 2
+    text_heads: int = 4
+    text_intermediate: int = 256
+    vocab_size: int = 1024          # BPE target; the real size is what training reaches
+    max_position_embeddings: int = 1024
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
+    """Train a byte-level BPE tokenizer offline and wrap it for transformers.
+
+    Special tokens: ``<s>`` (added in front of every encoded text, as Llama does), ``</s>``,
+    ``<unk>``, ``<pad>`` and the ``<image>`` placeholder. Deterministic for the same texts.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = [t for t in texts if t and t.strip()]
+    if not texts:
+        raise ValueError("train_tokenizer: no text to train on")
+    specials = [UNK, BOS, EOS, PAD, IMAGE_TOKEN]
+    tok = Tokenizer(models.BPE(unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer)
+    bos_id = tok.token_to_id(BOS)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, unk_token=UNK, pad_token=PAD,
+        extra_special_tokens={"image_token": IMAGE_TOKEN}, padding_side="right",
+        model_max_length=4096, clean_up_tokenization_spaces=False)
+    return fast
+
+
+def build_tiny_llava(out_dir: str | Path, corpus_texts: Sequence[str] | None = None, seed: int = 0,
+                     image_size: int = 64, shape: TinyLlavaShape | None = None) -> Path:
+    """Build a tiny LLaVA from configs, train its tokenizer, save model + processor to ``out_dir``.
+
+    ``corpus_texts`` (e.g. every turn of the training instructions) are added to the built-in
+    corpus before the tokenizer is trained. The result reloads with
+    :func:`load_model_and_processor` (or ``AutoModelForImageTextToText.from_pretrained``), and is
+    bit-identical for the same ``seed`` and texts.
+    """
+    import torch
+    from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor)
+
+    shape = shape or TinyLlavaShape(image_size=image_size)
+    shape.image_size = image_size
+    if image_size % shape.patch_size:
+        raise ValueError(f"image_size {image_size} must be a multiple of patch_size {shape.patch_size}")
+    out_dir = Path(out_dir)
+    tokenizer = train_tokenizer(default_corpus() + list(corpus_texts or []), shape.vocab_size)
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+        do_center_crop=True, do_resize=True, do_normalize=True, do_convert_rgb=True)
+    processor = LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=shape.patch_size,
+        vision_feature_select_strategy="default", chat_template=asset_text(CHAT_TEMPLATE_FILE),
+        image_token=IMAGE_TOKEN, num_additional_image_tokens=1)
+    vision = CLIPVisionConfig(
+        hidden_size=shape.vision_width, intermediate_size=4 * shape.vision_width,
+        num_hidden_layers=shape.vision_layers, num_attention_heads=shape.vision_heads,
+        image_size=image_size, patch_size=shape.patch_size, projection_dim=shape.vision_width)
+    text = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=shape.text_width,
+        intermediate_size=shape.text_intermediate, num_hidden_layers=shape.text_layers,
+        num_attention_heads=shape.text_heads, num_key_value_heads=shape.text_heads,
+        max_position_embeddings=shape.max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    n_image_tokens = (image_size // shape.patch_size) ** 2
+    config = LlavaConfig(
+        vision_config=vision, text_config=text, image_token_index=processor.image_token_id,
+        image_seq_length=n_image_tokens, vision_feature_select_strategy="default",
+        vision_feature_layer=-2, projector_hidden_act="gelu", tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    gen = model.generation_config
+    gen.bos_token_id, gen.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    gen.pad_token_id = tokenizer.pad_token_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("built tiny LLaVA (%d parameters, vocabulary %d, %d image tokens) in %s",
+             n_params, len(tokenizer), n_image_tokens, out_dir)
+    return out_dir
+
+
+def resolve_dtype(dtype: Any):
+    """``None`` / ``"auto"`` / ``"float32"`` / ``"bf16"`` / a torch dtype -> what from_pretrained takes."""
+    import torch
+
+    if dtype is None or dtype == "auto":
+        return "auto"
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r} (use one of {', '.join(names)} or 'auto')")
+    return names[dtype]
+
+
+def load_processor(path_or_id: str | Path):
+    """The checkpoint's processor (tokenizer, image processor, chat template)."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(str(path_or_id))
+
+
+def load_model_and_processor(path_or_id: str | Path, adapter: str | Path | None = None,
+                             dtype: Any = None, device: str | None = None):
+    """Load a llava-hf-layout checkpoint (local folder or hub id) and its processor.
+
+    ``adapter``: a peft adapter folder applied on top (kept unmerged; see
+    :func:`aes_lib.train.merge_adapter` for a standalone copy). ``dtype``: ``None``/``"auto"``
+    keeps the checkpoint's. The model is returned in eval mode on ``device`` (default: CPU).
+    """
+    from transformers import AutoModelForImageTextToText
+
+    path = Path(path_or_id)
+    if (path.is_absolute() or str(path_or_id).startswith(".")) and not path.exists():
+        raise FileNotFoundError(f"{path}: model folder not found")
+    if path.exists() and not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path}: no config.json (not a saved model folder)")
+    processor = load_processor(path_or_id)
+    model = AutoModelForImageTextToText.from_pretrained(str(path_or_id), dtype=resolve_dtype(dtype))
+    if adapter is not None:
+        from peft import PeftModel
+
+        adapter = Path(adapter)
+        if not (adapter / "adapter_config.json").exists():
+            raise FileNotFoundError(f"{adapter}: no adapter_config.json (not a peft adapter folder)")
+        model = PeftModel.from_pretrained(model, str(adapter))
+    if device is not None:
+        model = model.to(device)
+    return model.eval(), processor
+
+
+def to_messages(conversations: Sequence[dict[str, str]]) -> list[dict[str, Any]]:
+    """LLaVA turns (``{"from": "human"|"gpt", "value"}``) -> transformers chat messages.
+
+    The ``<image>`` placeholder becomes a ``{"type": "image"}`` part placed first in its turn
+    (LLaVA moves it there too); the rest of the text becomes one text part.
+    """
+    messages = []
+    for i, turn in enumerate(conversations):
+        if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
+            raise ValueError(f"conversations[{i}]: each turn must be {{from, value}}, got {turn!r}")
+        role = ROLE_OF.get(turn["from"])
+        if role is None:
+            raise ValueError(f"conversations[{i}].from: {turn['from']!r} is not human/gpt/system")
+        value = turn["value"]
+        n_images = value.count(IMAGE_TOKEN)
+        text = value.replace(IMAGE_TOKEN, "").strip() if n_images else value
+        parts: list[dict[str, Any]] = [{"type": "image"} for _ in range(n_images)]
+        parts.append({"type": "text", "text": text})
+        messages.append({"role": role, "content": parts})
+    return messages
+
+
+def render_messages(processor, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
+    """Apply the processor's chat template (falling back to its tokenizer's) without tokenizing."""
+    template_owner = processor if getattr(processor, "chat_template", None) else \
+        getattr(processor, "tokenizer", processor)
+    if not getattr(template_owner, "chat_template", None):
+        raise ValueError("the processor has no chat template; set processor.chat_template "
+                         "(see aes_lib/assets/llava_v1_chat_template.jinja)")
+    return template_owner.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                              tokenize=False)
+
+
+def build_prompt(processor, conversations: Sequence[dict[str, str]],
+                 add_generation_prompt: bool = True) -> str:
+    """Render LLaVA-style turns to the model's prompt text through its chat template.
+
+    With ``add_generation_prompt`` the conversation must end with a human turn; the text then
+    ends with the assistant cue (``ASSISTANT:`` for LLaVA v1) ready for ``generate``.
+    """
+    if not conversations:
+        raise ValueError("build_prompt: empty conversation")
+    messages = to_messages(conversations)
+    if add_generation_prompt and messages[-1]["role"] != "user":
+        raise ValueError("build_prompt: add_generation_prompt=True needs the conversation to end "
+                         f"with a human turn, it ends with {conversations[-1]['from']!r}")
+    return render_messages(processor, messages, add_generation_prompt)
+
+
+def count_parameters(model) -> dict[str, int]:
+    """Total and trainable parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}
+
+
+def generate_answers(model, processor, items: Sequence[dict[str, Any]], max_new_tokens: int = 32,
+                     image_root: str | Path | None = None) -> list[str]:
+    """Greedy answers for ``[{"image": path, "conversations": [...]}]`` (one at a time).
+
+    Only the turns before the first assistant turn form the prompt. Used for the
+    before/after samples of the training notebook; the evaluation stage has its own scorer.
+    """
+    import torch
+    from PIL import Image
+
+    answers = []
+    base = getattr(model, "get_base_model", lambda: model)()
+    device = next(base.parameters()).device
+    for item in items:
+        turns = []
+        for turn in item["conversations"]:
+            if ROLE_OF.get(turn["from"]) == "assistant":
+                break
+            turns.append(turn)
+        prompt = build_prompt(processor, turns)
+        path = Path(image_root or ".") / item["image"]
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: image of sample {item.get('id', '?')!r} not found")
+        with Image.open(path) as im:
+            image = im.convert("RGB")
+        inputs = processor(images=image, text=prompt, return_tensors="pt").to(device)
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=processor.tokenizer.pad_token_id)
+        new = out[0, inputs["input_ids"].shape[1]:]
+        answers.append(processor.tokenizer.decode(new, skip_special_tokens=True).strip())
+    return answers
