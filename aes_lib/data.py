@@ -261,7 +261,8 @@ def build_dataset(cfg: DataConfig | None = None, progress: bool = True) -> Path:
                 source_package=photo["package"], source_name=photo["loader"], licence=photo["licence"],
                 title=photo["title"], category=photo["category"], degradation=kind,
                 strength=strength, params=params, traits={**photo["traits"], "grayscale": gray}))
-    manifest = {"name": DATASET_NAME, "version": MANIFEST_VERSION, "config": cfg.to_dict(),
+    settings = {k: v for k, v in cfg.to_dict().items() if k != "out"}  # where it went is not what it is
+    manifest = {"name": DATASET_NAME, "version": MANIFEST_VERSION, "config": settings,
                 "images": [r.to_dict() for r in records]}
     path = write_json(out / "manifest.json", manifest)
     log.info("wrote %d images of %d photos to %s", len(records), len(catalogue), out)

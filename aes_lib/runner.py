@@ -1,0 +1,381 @@
+"""Run the numbered notebooks in order: ``aes reproduce`` (what ``make reproduce`` calls).
+
+Each notebook runs with papermill in a fresh kernel whose working directory is fixed, under a
+per-notebook time limit, with its cell output logged to ``<out>/logs/``. Parameters come from a
+profile (``smoke``, ``cpu``, ``gpu`` or a YAML file); a key no notebook declares, or a value of
+the wrong type, stops the run before anything executes. Executed copies go to
+``<out>/notebooks/``; the run stops at the first failing notebook and names the failing cell.
+At the end ``<out>/run_manifest.json`` records what ran, with what, and the hash of every output.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import multiprocessing as mp
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+from aes_lib.io import hash_tree, write_json
+
+log = logging.getLogger(__name__)
+
+PROFILES = ("smoke", "cpu", "gpu")
+#: Packages whose versions go into the run manifest.
+RECORDED_PACKAGES = ("aes-lib", "torch", "transformers", "peft", "accelerate", "tokenizers", "openai",
+                     "numpy", "pandas", "matplotlib", "scikit-image", "papermill", "nbclient", "ipykernel")
+
+
+class RunnerError(RuntimeError):
+    """The run cannot start or a notebook failed; the message says which and why."""
+
+
+# --- profiles ---------------------------------------------------------------------------------
+
+def load_profile(profile: str | Path) -> tuple[str, dict[str, Any]]:
+    """Return (name, raw profile) for a built-in profile name or a YAML file path."""
+    import yaml
+
+    path = Path(profile)
+    if str(profile) in PROFILES:
+        text = resources.files("aes_lib").joinpath(f"profiles/{profile}.yaml").read_text()
+        name = str(profile)
+    elif path.is_file():
+        text, name = path.read_text(), path.stem
+    else:
+        raise RunnerError(f"profile {profile!r}: not one of {', '.join(PROFILES)} and no such file")
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict) or set(data) - {"common", "notebooks"}:
+        raise RunnerError(f"profile {name!r}: top-level keys must be 'common' and 'notebooks', "
+                          f"got {sorted(data) if isinstance(data, dict) else type(data).__name__}")
+    data.setdefault("common", {})
+    data.setdefault("notebooks", {})
+    for section in ("common", "notebooks"):
+        if not isinstance(data[section] or {}, dict):
+            raise RunnerError(f"profile {name!r}: '{section}' must be a mapping")
+        data[section] = data[section] or {}
+    return name, data
+
+
+def notebook_parameters(path: Path) -> dict[str, Any]:
+    """Parameters declared in a notebook's ``parameters`` cell, as {name: default value}."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    if not cells:
+        return {}
+    params: dict[str, Any] = {}
+    for node in ast.parse(cells[0].source).body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    try:
+                        params[target.id] = ast.literal_eval(node.value)
+                    except ValueError:
+                        raise RunnerError(f"{path}: parameter '{target.id}' must have a literal default") from None
+    return params
+
+
+def _same_type(value: Any, default: Any) -> bool:
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
+
+
+def resolve_parameters(profile: dict[str, Any], notebooks: list[Path], profile_name: str = "profile",
+                       overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Check a profile against the notebooks' parameter cells; return parameters per notebook.
+
+    Every key must be declared (common keys by at least one notebook, per-notebook keys by that
+    notebook) and every value must have its default's type; the error names the key.
+    """
+    declared = {nb.stem: notebook_parameters(nb) for nb in notebooks}
+    common = {**profile.get("common", {}), **(overrides or {})}
+    problems = []
+    for key, value in common.items():
+        owners = [stem for stem, params in declared.items() if key in params]
+        if not owners:
+            problems.append(f"'{key}' (common): no notebook declares this parameter")
+        for stem in owners:
+            if not _same_type(value, declared[stem][key]):
+                problems.append(f"'{key}' (common): {value!r} is {type(value).__name__}, "
+                                f"{stem} expects {type(declared[stem][key]).__name__}")
+    sections = profile.get("notebooks", {})
+    for stem, section in sections.items():
+        if stem not in declared:
+            # sections for notebooks that are not part of this run are allowed only if they exist
+            continue
+        for key, value in (section or {}).items():
+            if key not in declared[stem]:
+                problems.append(f"'{key}' ({stem}): not a parameter of {stem} "
+                                f"(known: {', '.join(sorted(declared[stem])) or 'none'})")
+            elif not _same_type(value, declared[stem][key]):
+                problems.append(f"'{key}' ({stem}): {value!r} is {type(value).__name__}, "
+                                f"expected {type(declared[stem][key]).__name__}")
+    if problems:
+        raise RunnerError(f"profile {profile_name!r} has bad parameters:\n  " + "\n  ".join(problems))
+    resolved = {}
+    for stem, params in declared.items():
+        mine = {k: v for k, v in common.items() if k in params}
+        mine.update(sections.get(stem) or {})
+        resolved[stem] = mine
+    return resolved
+
+
+# --- running ----------------------------------------------------------------------------------
+
+def find_notebooks(folder: Path, start: str | None = None, only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks ``NN_name.ipynb`` in ``folder``, in order, filtered by number."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RunnerError(f"{folder}: notebook folder not found")
+    notebooks = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    numbers = {p.name[:2] for p in notebooks}
+    for n in [start] if start else []:
+        if n.zfill(2) not in numbers:
+            raise RunnerError(f"--from {n}: no notebook {n.zfill(2)}_*.ipynb in {folder}")
+    for n in only or []:
+        if n.zfill(2) not in numbers:
+            raise RunnerError(f"--only {n}: no notebook {n.zfill(2)}_*.ipynb in {folder}")
+    if start:
+        notebooks = [p for p in notebooks if p.name[:2] >= start.zfill(2)]
+    if only:
+        notebooks = [p for p in notebooks if p.name[:2] in {n.zfill(2) for n in only}]
+    if not notebooks:
+        raise RunnerError(f"{folder}: no numbered notebooks to run")
+    return notebooks
+
+
+def _execute(nb_in: str, nb_out: str, params: dict, cwd: str, log_path: str, cell_timeout: int,
+             result_path: str) -> None:
+    """Child process: run one notebook with papermill, write the outcome to ``result_path``."""
+    os.setsid()  # own process group, so a timeout kills the kernel too
+    import papermill as pm
+
+    handler = logging.FileHandler(log_path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    pm_log = logging.getLogger("papermill")
+    pm_log.addHandler(handler)
+    pm_log.setLevel(logging.INFO)
+    pm_log.propagate = False  # cell output goes to the log file; the console keeps progress lines
+    outcome: dict[str, Any] = {"ok": True}
+    try:
+        pm.execute_notebook(nb_in, nb_out, parameters=params, cwd=cwd, kernel_name="python3",
+                            log_output=True, progress_bar=False, execution_timeout=cell_timeout)
+    except pm.PapermillExecutionError as e:
+        outcome = {"ok": False, "cell_index": e.cell_index, "exec_count": e.exec_count,
+                   "source": e.source, "ename": e.ename, "evalue": e.evalue}
+    except Exception as e:  # kernel died, bad notebook, ...
+        outcome = {"ok": False, "ename": type(e).__name__, "evalue": str(e)}
+    Path(result_path).write_text(json.dumps(outcome))
+
+
+@dataclass
+class NotebookRun:
+    name: str
+    seconds: float
+    ok: bool
+    output: str
+    log: str
+    error: dict[str, Any] = field(default_factory=dict)
+
+
+def run_notebook(nb: Path, out_dir: Path, params: dict[str, Any], cwd: Path, timeout: int) -> NotebookRun:
+    executed = out_dir / "notebooks" / nb.name
+    log_path = out_dir / "logs" / f"{nb.stem}.log"
+    result_path = out_dir / "logs" / f".{nb.stem}.result.json"
+    for p in (executed, log_path):
+        p.parent.mkdir(parents=True, exist_ok=True)
+    result_path.unlink(missing_ok=True)
+    start = time.monotonic()
+    ctx = mp.get_context("fork" if sys.platform != "win32" else "spawn")
+    proc = ctx.Process(target=_execute, args=(str(nb), str(executed), params, str(cwd), str(log_path),
+                                               timeout, str(result_path)))
+    proc.start()
+    proc.join(timeout)
+    if proc.is_alive():
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.join()
+        error = {"ename": "Timeout", "evalue": f"{nb.name} ran longer than its {timeout} s limit"}
+        return NotebookRun(nb.stem, time.monotonic() - start, False, str(executed), str(log_path), error)
+    seconds = time.monotonic() - start
+    if not result_path.exists():
+        error = {"ename": "RunnerError", "evalue": f"papermill exited with code {proc.exitcode} and no result"}
+        return NotebookRun(nb.stem, seconds, False, str(executed), str(log_path), error)
+    outcome = json.loads(result_path.read_text())
+    result_path.unlink()
+    ok = outcome.pop("ok")
+    return NotebookRun(nb.stem, seconds, ok, str(executed), str(log_path), outcome)
+
+
+def describe_failure(run: NotebookRun) -> str:
+    e = run.error
+    lines = [f"{run.name} failed: {e.get('ename', 'Error')}: {e.get('evalue', '')}"]
+    if "cell_index" in e:
+        lines.append(f"failing cell (index {e['cell_index']}, execution count {e.get('exec_count')}):")
+        lines += ["    " + line for line in (e.get("source") or "").splitlines()]
+    lines.append(f"executed copy: {run.output}")
+    lines.append(f"cell output log: {run.log}")
+    return "\n".join(lines)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_commit(cwd: Path) -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def reproduce(profile: str | Path = "cpu", notebooks_dir: str | Path = "notebooks",
+              out_dir: str | Path = "outputs", cwd: str | Path = ".", start: str | None = None,
+              only: list[str] | None = None, timeout: int = 1800,
+              overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the chain; return the run manifest. Raises :class:`RunnerError` on the first failure."""
+    cwd = Path(cwd).resolve()
+    out = Path(out_dir)
+    out_abs = out if out.is_absolute() else cwd / out
+    nb_dir = Path(notebooks_dir)
+    nb_dir = nb_dir if nb_dir.is_absolute() else cwd / nb_dir
+    all_notebooks = find_notebooks(nb_dir)
+    notebooks = find_notebooks(nb_dir, start, only)
+    profile_name, profile_data = load_profile(profile)
+    # validate against every notebook, so a typo is caught even when running part of the chain
+    resolved_all = resolve_parameters(profile_data, all_notebooks, profile_name, overrides)
+    out_abs.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {
+        "profile": profile_name, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "git_commit": git_commit(cwd), "packages": package_versions(), "platform": platform.platform(),
+        "notebooks": [], "parameters": {},
+    }
+    total = len(notebooks)
+    for i, nb in enumerate(notebooks, 1):
+        params = {**resolved_all[nb.stem]}
+        if "out_dir" in notebook_parameters(nb):
+            params["out_dir"] = str(out)
+        manifest["parameters"][nb.stem] = params
+        log.info("[%d/%d] %s ...", i, total, nb.name)
+        run = run_notebook(nb, out_abs, params, cwd, timeout)
+        manifest["notebooks"].append({"name": nb.stem, "seconds": round(run.seconds, 1), "ok": run.ok,
+                                      "executed": str(Path(run.output).relative_to(out_abs))})
+        if not run.ok:
+            _write_manifest(manifest, out_abs)
+            raise RunnerError(describe_failure(run))
+        log.info("[%d/%d] %s ok (%.1f s)", i, total, nb.name, run.seconds)
+    manifest["seeds"] = {stem: p.get("seed") for stem, p in manifest["parameters"].items() if "seed" in p}
+    _write_manifest(manifest, out_abs)
+    return manifest
+
+
+def _write_manifest(manifest: dict[str, Any], out_abs: Path) -> None:
+    manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    manifest["outputs"] = hash_tree(out_abs, exclude=("run_manifest.json", "logs"))
+    write_json(out_abs / "run_manifest.json", manifest)
+
+
+# --- notebook hygiene -------------------------------------------------------------------------
+
+def strip_notebook(path: str | Path) -> bool:
+    """Remove outputs and execution counts; return True when the file changed."""
+    import nbformat
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    changed = False
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            if cell.outputs or cell.execution_count is not None:
+                changed = True
+            cell.outputs, cell.execution_count = [], None
+        for key in ("execution", "papermill", "collapsed", "scrolled"):
+            if key in cell.metadata:
+                del cell.metadata[key]
+                changed = True
+    for key in ("papermill", "widgets"):
+        if key in nb.metadata:
+            del nb.metadata[key]
+            changed = True
+    if changed:
+        nbformat.write(nb, path)
+    return changed
+
+
+def notebooks_with_outputs(folder: str | Path) -> list[str]:
+    import nbformat
+
+    dirty = []
+    for path in sorted(Path(folder).glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        if any(c.cell_type == "code" and (c.outputs or c.execution_count is not None) for c in nb.cells):
+            dirty.append(str(path))
+    return dirty
+
+
+# --- CLI --------------------------------------------------------------------------------------
+
+def register_cli(sub) -> None:
+    p = sub.add_parser("reproduce", help="run the numbered notebooks in order (the whole pipeline)")
+    p.add_argument("--profile", default="cpu", help="smoke | cpu | gpu | path to a YAML profile (default: cpu)")
+    p.add_argument("--notebooks", default="notebooks", help="folder of numbered notebooks (default: notebooks)")
+    p.add_argument("--out", default="outputs", help="output folder (default: outputs)")
+    p.add_argument("--cwd", default=".", help="working directory of every kernel (default: .)")
+    p.add_argument("--from", dest="start", metavar="NN", help="start at notebook NN")
+    p.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks")
+    p.add_argument("--timeout", type=int, default=1800, help="seconds per notebook (default: 1800)")
+    p.set_defaults(func=_cli_reproduce)
+    s = sub.add_parser("strip", help="remove outputs from notebooks before committing")
+    s.add_argument("paths", nargs="+", help="notebook files")
+    s.set_defaults(func=_cli_strip)
+
+
+def _cli_reproduce(args) -> int:
+    try:
+        manifest = reproduce(args.profile, args.notebooks, args.out, args.cwd, args.start, args.only,
+                             args.timeout)
+    except RunnerError as e:
+        print(f"aes reproduce: {e}", file=sys.stderr)
+        return 1
+    total = sum(n["seconds"] for n in manifest["notebooks"])
+    print(f"ran {len(manifest['notebooks'])} notebook(s) in {total:.0f} s; "
+          f"manifest: {Path(args.out) / 'run_manifest.json'}")
+    return 0
+
+
+def _cli_strip(args) -> int:
+    for path in args.paths:
+        if strip_notebook(path):
+            print(f"stripped {path}")
+    return 0
