@@ -1,0 +1,182 @@
+"""Aggregation: per-image consensus, attribute distributions, agreement, characteristic words."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Iterable
+
+from aes_lib.schema import ATTRIBUTES, GRADE_SCORE, GRADE_TO_LEVEL, GRADES, RATING_MAX, RATING_MIN, Critique
+
+SCORE_GRADE = {v: k for k, v in GRADE_SCORE.items()}
+CONSENSUS_COLUMNS = ("image_id", "n_critiques", "consensus_grade", "consensus_level",
+                     "mean_grade_score") + tuple(f"mean_{a}" for a in ATTRIBUTES)
+_STOP = set("""a an the and or but of to in on at for with by from as is are was were be been it its
+this that these those there their they them we you your i me my our he she his her not no so very
+too than then just more most less can could would should will what which who while into over under
+about also only out up down if all any some one two much such""".split())
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def consensus_rows(critiques: Iterable[Critique]) -> list[dict[str, Any]]:
+    """One row per image: the consensus grade is the grade of the rounded mean grade score."""
+    by_image: dict[str, list[Critique]] = defaultdict(list)
+    for c in critiques:
+        by_image[c.image_id].append(c)
+    rows = []
+    for image_id in sorted(by_image):
+        cs = by_image[image_id]
+        mean = sum(GRADE_SCORE[c.grade] for c in cs) / len(cs)
+        grade = SCORE_GRADE[min(5, max(1, _round_half_up(mean)))]
+        row: dict[str, Any] = {"image_id": image_id, "n_critiques": len(cs), "consensus_grade": grade,
+                               "consensus_level": GRADE_TO_LEVEL[grade], "mean_grade_score": round(mean, 4)}
+        for attr in ATTRIBUTES:
+            values = [c.rating(attr) for c in cs if c.rating(attr) is not None]
+            row[f"mean_{attr}"] = round(sum(values) / len(values), 4) if values else ""
+        rows.append(row)
+    return rows
+
+
+def write_consensus_csv(path: str | Path, rows: list[dict[str, Any]]) -> Path:
+    import csv
+    import io
+
+    from aes_lib.io import atomic_write_text
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CONSENSUS_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def ordinal_alpha(critiques: list[Critique], value_of) -> float | None:
+    """Krippendorff's alpha (ordinal) over annotators x images; ``None`` when undefined."""
+    import krippendorff
+    import numpy as np
+
+    annotators = sorted({c.annotator for c in critiques})
+    images = sorted({c.image_id for c in critiques})
+    if len(annotators) < 2 or not images:
+        return None
+    a_idx = {a: i for i, a in enumerate(annotators)}
+    i_idx = {m: i for i, m in enumerate(images)}
+    data = np.full((len(annotators), len(images)), np.nan)
+    for c in critiques:
+        v = value_of(c)
+        if v is not None:
+            data[a_idx[c.annotator], i_idx[c.image_id]] = v
+    pairable = (np.sum(~np.isnan(data), axis=0) >= 2).sum()
+    values = np.unique(data[~np.isnan(data)])
+    if pairable == 0 or len(values) < 2:
+        return None
+    alpha = float(krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal",
+                                     value_domain=list(range(RATING_MIN, RATING_MAX + 1))))
+    return None if math.isnan(alpha) else round(alpha, 4)
+
+
+def _tokens(text: str) -> list[str]:
+    return [w for w in re.findall(r"[a-z][a-z'-]+", text.lower()) if w not in _STOP and len(w) > 2]
+
+
+def characteristic_words(critiques: list[Critique], top: int = 10) -> dict[str, list[list]]:
+    """Per attribute, the words that most distinguish low-rated (1-2) from high-rated (4-5) critiques.
+
+    Score = smoothed log-odds of the word in the attribute's low-rated critiques (their chosen word
+    and description) against the high-rated ones; positive = characteristic of low ratings.
+    Attributes with too few critiques on either side fall back to the most frequent chosen words.
+    """
+    out: dict[str, list[list]] = {}
+    for attr in ATTRIBUTES:
+        low, high = Counter(), Counter()
+        words = Counter()
+        for c in critiques:
+            r = c.rating(attr)
+            if r is None:
+                continue
+            w = (c.attributes[attr].get("word") or "").strip().lower()
+            if w:
+                words[w] += 1
+            toks = _tokens(c.description) + ([w] if w else [])
+            if r <= 2:
+                low.update(set(toks))
+            elif r >= 4:
+                high.update(set(toks))
+        if low and high:
+            n_low, n_high = sum(low.values()), sum(high.values())
+            vocab = set(low) | set(high)
+            scored = [[w, round(math.log((low[w] + 0.5) / (n_low + 0.5 * len(vocab)))
+                                - math.log((high[w] + 0.5) / (n_high + 0.5 * len(vocab))), 4)]
+                      for w in vocab if low[w] + high[w] >= 2]
+            scored.sort(key=lambda x: (-abs(x[1]), x[0]))
+            out[attr] = scored[:top]
+        else:
+            total = sum(words.values()) or 1
+            out[attr] = [[w, round(n / total, 4)] for w, n in sorted(words.items(), key=lambda x: (-x[1], x[0]))[:top]]
+    return out
+
+
+def compute_stats(critiques: list[Critique]) -> dict[str, Any]:
+    """The statistics notebook 05 reads (keys listed in docs/CONTRACTS.md)."""
+    grade_counts = Counter(c.grade for c in critiques)
+    ratings = {a: Counter() for a in ATTRIBUTES}
+    for c in critiques:
+        for a in ATTRIBUTES:
+            r = c.rating(a)
+            if r is not None:
+                ratings[a][r] += 1
+    agreement = {"grade": ordinal_alpha(critiques, lambda c: GRADE_SCORE[c.grade])}
+    for a in ATTRIBUTES:
+        agreement[a] = ordinal_alpha(critiques, lambda c, a=a: c.rating(a))
+    kinds = sorted({c.annotator_kind for c in critiques})
+    return {
+        "grade_counts": {g: grade_counts.get(g, 0) for g in GRADES},
+        "level_counts": {lv: sum(n for g, n in grade_counts.items() if GRADE_TO_LEVEL[g] == lv)
+                         for lv in ("high", "medium", "low")},
+        "attribute_ratings": {a: {str(r): ratings[a].get(r, 0) for r in range(RATING_MIN, RATING_MAX + 1)}
+                              for a in ATTRIBUTES},
+        "description_lengths": [len(c.description.split()) for c in critiques],
+        "agreement": agreement,
+        "agreement_metric": "Krippendorff's alpha, ordinal (krippendorff package), measured by this run",
+        "characteristic_words": characteristic_words(critiques),
+        "n_images": len({c.image_id for c in critiques}),
+        "n_critiques": len(critiques),
+        "n_annotators": len({c.annotator for c in critiques}),
+        "annotator_kind": kinds[0] if len(kinds) == 1 else ("mixed" if kinds else ""),
+        "annotator_kinds": {k: sum(1 for c in critiques if c.annotator_kind == k) for k in kinds},
+        "protocol_versions": sorted({c.protocol_version for c in critiques}),
+    }
+
+
+def plot_stats(stats: dict[str, Any], path: str | Path | None = None):
+    """Grade counts, attribute rating distributions and agreement in one figure."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from aes_lib.style import MEASURED_COLORS
+
+    kind = stats.get("annotator_kind", "")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].bar(list(stats["grade_counts"]), list(stats["grade_counts"].values()), color=MEASURED_COLORS[1])
+    axes[0].set(title=f"Overall grades ({kind})", ylabel="critiques")
+    mat = np.array([[stats["attribute_ratings"][a][str(r)] for r in range(RATING_MIN, RATING_MAX + 1)]
+                    for a in ATTRIBUTES], dtype=float)
+    mat = mat / np.maximum(mat.sum(axis=1, keepdims=True), 1)
+    im = axes[1].imshow(mat, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    axes[1].set(title="Attribute ratings (share)", xticks=range(5), xticklabels=range(1, 6),
+                yticks=range(len(ATTRIBUTES)), yticklabels=ATTRIBUTES, xlabel="rating")
+    fig.colorbar(im, ax=axes[1], fraction=0.04)
+    agree = stats["agreement"]
+    names = list(agree)
+    axes[2].barh(names, [agree[n] if agree[n] is not None else 0 for n in names], color=MEASURED_COLORS[0])
+    axes[2].set(title="Krippendorff's alpha (ordinal), measured", xlim=(-0.2, 1))
+    axes[2].invert_yaxis()
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path)
+    return fig

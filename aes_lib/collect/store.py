@@ -1,0 +1,185 @@
+"""The critique store: one SQLite file in WAL mode, one row per critique, committed on submit.
+
+Every :meth:`CritiqueStore.submit` is its own transaction with ``synchronous=FULL``, so a
+killed kernel (or a killed process) loses nothing that was submitted before the kill.
+A critique's id is ``<annotator>:<image_id>`` for the tool, so re-submitting after *back*
+replaces the earlier answer instead of adding a second one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from aes_lib.schema import Critique
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS critiques (
+    id TEXT PRIMARY KEY,
+    image_id TEXT NOT NULL,
+    annotator TEXT NOT NULL,
+    annotator_kind TEXT NOT NULL,
+    protocol_version TEXT NOT NULL,
+    grade TEXT NOT NULL,
+    attributes TEXT NOT NULL,
+    description TEXT NOT NULL,
+    suggestion TEXT NOT NULL,
+    seconds_spent REAL NOT NULL,
+    created_at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    extra TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS critiques_annotator ON critiques(annotator);
+CREATE INDEX IF NOT EXISTS critiques_image ON critiques(image_id);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,          -- skip | flag
+    image_id TEXT NOT NULL,
+    annotator TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    protocol_version TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+"""
+_COLUMNS = ("id", "image_id", "annotator", "annotator_kind", "protocol_version", "grade",
+            "attributes", "description", "suggestion", "seconds_spent", "created_at", "source", "extra")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class CritiqueStore:
+    """SQLite-backed store of critiques, skips and flags."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # autocommit mode: every statement outside an explicit transaction commits at once
+        self._con = sqlite3.connect(self.path, isolation_level=None, timeout=30,
+                                    check_same_thread=False)
+        self._con.execute("PRAGMA journal_mode=WAL")
+        self._con.execute("PRAGMA synchronous=FULL")
+        self._con.executescript(_SCHEMA)
+
+    @property
+    def journal_mode(self) -> str:
+        return self._con.execute("PRAGMA journal_mode").fetchone()[0]
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> "CritiqueStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._con.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._con
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
+        self._con.execute("COMMIT")
+
+    # --- writing ----------------------------------------------------------------------------
+    def submit(self, critique: Critique) -> None:
+        """Validate and commit one critique (replacing one with the same id)."""
+        self.add_many([critique])
+
+    def add_many(self, critiques: Iterable[Critique]) -> int:
+        """Validate and commit many critiques in one transaction; returns how many."""
+        rows = []
+        for c in critiques:
+            c.validate()
+            d = c.to_dict()
+            d["attributes"] = json.dumps(d["attributes"], sort_keys=True, ensure_ascii=False)
+            d["extra"] = json.dumps(d["extra"], sort_keys=True, ensure_ascii=False)
+            rows.append(tuple(d[k] for k in _COLUMNS))
+        with self._transaction() as con:
+            con.executemany(f"INSERT OR REPLACE INTO critiques ({', '.join(_COLUMNS)}) "
+                            f"VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
+        return len(rows)
+
+    def record_event(self, kind: str, image_id: str, annotator: str, reason: str = "",
+                     protocol_version: str = "") -> None:
+        """Record a ``skip`` or a ``flag`` (with its reason), committed at once."""
+        if kind not in ("skip", "flag"):
+            raise ValueError(f"event kind must be 'skip' or 'flag', got {kind!r}")
+        with self._transaction() as con:
+            con.execute("INSERT INTO events (kind, image_id, annotator, reason, protocol_version, "
+                        "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                        (kind, image_id, annotator, reason, protocol_version, utc_now()))
+
+    def delete_kind(self, annotator_kind: str) -> int:
+        """Remove every critique of one kind (used to regenerate simulated critiques)."""
+        with self._transaction() as con:
+            return con.execute("DELETE FROM critiques WHERE annotator_kind = ?",
+                               (annotator_kind,)).rowcount
+
+    # --- reading ----------------------------------------------------------------------------
+    def critiques(self, annotator: str | None = None, annotator_kind: str | None = None,
+                  image_id: str | None = None) -> list[Critique]:
+        """Critiques, ordered by image then annotator, optionally filtered."""
+        where, args = [], []
+        for col, val in (("annotator", annotator), ("annotator_kind", annotator_kind),
+                         ("image_id", image_id)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM critiques"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY image_id, annotator, id"
+        return [self._row_to_critique(r) for r in self._con.execute(sql, args)]
+
+    def get(self, critique_id: str) -> Critique | None:
+        row = self._con.execute(f"SELECT {', '.join(_COLUMNS)} FROM critiques WHERE id = ?",
+                                (critique_id,)).fetchone()
+        return None if row is None else self._row_to_critique(row)
+
+    def count(self, annotator_kind: str | None = None) -> int:
+        if annotator_kind is None:
+            return self._con.execute("SELECT COUNT(*) FROM critiques").fetchone()[0]
+        return self._con.execute("SELECT COUNT(*) FROM critiques WHERE annotator_kind = ?",
+                                 (annotator_kind,)).fetchone()[0]
+
+    def done_image_ids(self, annotator: str) -> set[str]:
+        """Images this annotator has critiqued or flagged (skips are not done)."""
+        done = {r[0] for r in self._con.execute(
+            "SELECT image_id FROM critiques WHERE annotator = ?", (annotator,))}
+        done |= {r[0] for r in self._con.execute(
+            "SELECT image_id FROM events WHERE annotator = ? AND kind = 'flag'", (annotator,))}
+        return done
+
+    def skipped_image_ids(self, annotator: str) -> set[str]:
+        return {r[0] for r in self._con.execute(
+            "SELECT image_id FROM events WHERE annotator = ? AND kind = 'skip'", (annotator,))}
+
+    def events(self, kind: str | None = None) -> list[dict]:
+        sql = "SELECT seq, kind, image_id, annotator, reason, protocol_version, created_at FROM events"
+        rows = self._con.execute(sql + (" WHERE kind = ?" if kind else "") + " ORDER BY seq",
+                                 (kind,) if kind else ())
+        keys = ("seq", "kind", "image_id", "annotator", "reason", "protocol_version", "created_at")
+        return [dict(zip(keys, r)) for r in rows]
+
+    def annotators(self) -> list[str]:
+        return [r[0] for r in self._con.execute(
+            "SELECT DISTINCT annotator FROM critiques ORDER BY annotator")]
+
+    @staticmethod
+    def _row_to_critique(row: tuple) -> Critique:
+        d = dict(zip(_COLUMNS, row))
+        d["attributes"] = json.loads(d["attributes"])
+        d["extra"] = json.loads(d["extra"])
+        return Critique.from_dict(d, where="critiques.db")
