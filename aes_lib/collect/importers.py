@@ -26,6 +26,12 @@ FORMATS: tuple[str, ...] = ("pccd", "csv", "jsonl", "scores")
 #: PCCD's seven attribute critiques, in the order of its ``score`` list (Aestheval's loader).
 PCCD_SCORE_ORDER: tuple[str, ...] = ("general_impression", "subject_of_photo", "composition",
                                      "use_of_camera", "depth_of_field", "color_lighting", "focus")
+#: How PCCD's fields are labelled when they are joined into a description.
+PCCD_LABELS: dict[str, str] = {
+    "general_impression": "General impression", "subject_of_photo": "Subject",
+    "composition": "Composition", "use_of_camera": "Use of camera", "depth_of_field": "Depth of field",
+    "color_lighting": "Colour and lighting", "focus": "Focus",
+}
 #: How PCCD's fields map onto the protocol's attributes (several PCCD fields are averaged).
 PCCD_TO_ATTRIBUTE: dict[str, tuple[str, ...]] = {
     "technical_quality": ("use_of_camera", "depth_of_field", "focus"),
@@ -232,7 +238,7 @@ def map_pccd_row(row: Any, i: int, opt: ImportOptions) -> Critique:
                                      f"score[{'+'.join(fields_)}]")
             attributes[attr] = {"rating": rating, "word": None}
     description = texts["general_impression"] or " ".join(
-        f"{f.replace('_', ' ').capitalize()}: {t}" for f, t in texts.items() if t)
+        f"{PCCD_LABELS[f]}: {t}" for f, t in texts.items() if t)
     reviewer = _text(row.get("reviewer")) or "pccd-reviewer"
     return Critique(
         id=f"{opt.source}:{i:05d}:{image_id}", image_id=image_id, annotator=reviewer,
