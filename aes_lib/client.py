@@ -1,0 +1,573 @@
+"""The shared OpenAI-compatible chat client: bounded concurrency, rate limits, retries, cache.
+
+Generation and evaluation both send many chat requests; this module makes that safe at scale:
+
+- a synchronous facade (:meth:`LLMClient.run`) over asyncio, with at most ``concurrency``
+  requests in flight; it also works inside Jupyter, where an event loop is already running
+  (the coroutine then runs in a worker thread);
+- token-bucket limits on requests and tokens per minute;
+- retries with exponential back-off and jitter on HTTP 429, 5xx, time-outs and broken replies;
+- bounded re-asks when the caller's ``validate`` rejects a reply;
+- a persistent SQLite cache keyed by (model, prompt version, hash of the messages and sampling
+  settings), written as each reply arrives, so a rerun or a resume after a crash sends no
+  request twice;
+- token counts and cost per run (:meth:`LLMClient.usage_summary`), a dry-run estimate
+  (:meth:`LLMClient.estimate`) and OpenAI Batch API files (:meth:`LLMClient.batch_export`,
+  :meth:`LLMClient.batch_import`).
+
+The API key is read from the environment variable named by ``api_key_env`` when the first
+request goes out; only that name is ever stored or logged. ``openai`` is imported lazily.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import hashlib
+import json
+import logging
+import mimetypes
+import os
+import random
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from aes_lib.config import Config, require
+
+log = logging.getLogger(__name__)
+
+#: Rough token cost of one image in a vision message, by OpenAI's ``detail`` setting.
+IMAGE_TOKENS = {"low": 85, "high": 765, "auto": 765}
+
+
+@dataclass
+class ClientConfig(Config):
+    base_url: str | None = field(default=None, metadata={
+        "help": "OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM) or "
+                "http://localhost:11434/v1 (Ollama); None = api.openai.com"})
+    model: str = field(default="gpt-4o-mini", metadata={"help": "model name sent with each request"})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={
+        "help": "name of the environment variable holding the key (the key itself is never stored)"})
+    concurrency: int = field(default=16, metadata={"help": "requests in flight at once"})
+    requests_per_minute: int = field(default=0, metadata={"help": "request rate limit; 0 = none"})
+    tokens_per_minute: int = field(default=0, metadata={
+        "help": "token rate limit (estimated prompt + max_tokens); 0 = none"})
+    max_retries: int = field(default=5, metadata={
+        "help": "retries of one request on 429, 5xx, time-out or a broken reply"})
+    max_reasks: int = field(default=2, metadata={
+        "help": "re-asks when the reply fails the caller's validation, before rejecting it"})
+    backoff_base_s: float = field(default=1.0, metadata={
+        "help": "first back-off delay; doubles each retry, with jitter"})
+    backoff_max_s: float = field(default=60.0, metadata={"help": "longest back-off delay"})
+    timeout_s: float = field(default=120.0, metadata={"help": "time-out of one HTTP request"})
+    cache_path: str | None = field(default=None, metadata={
+        "help": "SQLite cache file; None = no cache"})
+    temperature: float = field(default=0.2, metadata={"help": "sampling temperature"})
+    max_tokens: int = field(default=1024, metadata={"help": "longest reply, in tokens"})
+    json_mode: bool = field(default=True, metadata={
+        "help": "ask for a JSON object (response_format json_object)"})
+    image_detail: str = field(default="low", metadata={"help": "vision detail: low | high | auto"})
+    input_price_per_mtok: float = field(default=0.15, metadata={
+        "help": "USD per million prompt tokens (gpt-4o-mini list price; set for your model)"})
+    output_price_per_mtok: float = field(default=0.60, metadata={
+        "help": "USD per million completion tokens"})
+
+    def check(self) -> None:
+        require(isinstance(self.model, str) and self.model.strip() != "", "model", "must not be empty")
+        require(self.api_key_env.strip() != "", "api_key_env", "must name an environment variable")
+        require(not self.api_key_env.startswith("sk-"), "api_key_env",
+                "holds what looks like a key: give the NAME of the environment variable instead")
+        require(self.concurrency >= 1, "concurrency", "must be at least 1")
+        for k in ("requests_per_minute", "tokens_per_minute", "max_retries", "max_reasks"):
+            require(getattr(self, k) >= 0, k, "must be 0 or more")
+        require(self.timeout_s > 0, "timeout_s", "must be positive")
+        require(self.backoff_base_s >= 0 and self.backoff_max_s >= 0, "backoff_base_s",
+                "must be 0 or more")
+        require(self.max_tokens >= 1, "max_tokens", "must be at least 1")
+        require(self.image_detail in IMAGE_TOKENS, "image_detail", "must be low, high or auto")
+        require(self.input_price_per_mtok >= 0 and self.output_price_per_mtok >= 0,
+                "input_price_per_mtok", "prices must be 0 or more")
+
+
+@dataclass
+class ChatRequest:
+    """One chat request. ``key`` names it in results and logs (e.g. ``refine:<critique id>``);
+    ``validate(text)`` returns the parsed value or raises to have the reply re-asked."""
+
+    key: str
+    messages: list[dict]
+    validate: Callable[[str], Any] | None = None
+    prompt_version: str = ""
+
+
+@dataclass
+class ChatResult:
+    key: str
+    ok: bool
+    text: str = ""
+    parsed: Any = None
+    error: str = ""
+    usage: dict = field(default_factory=dict)
+    cached: bool = False
+    attempts: int = 0
+
+
+def image_data_url(path: str | Path) -> str:
+    """``data:image/...;base64,...`` for an image file, for vision messages."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: image not found")
+    mime = mimetypes.guess_type(path.name)[0] or "image/png"
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def messages_hash(messages: list[dict]) -> str:
+    """sha256 of the canonical JSON of ``messages`` (the fake test server uses the same)."""
+    return hashlib.sha256(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def estimate_tokens(messages: list[dict], image_detail: str = "low") -> int:
+    """Prompt tokens, estimated as characters / 4 plus a fixed cost per image."""
+    chars, images = 0, 0
+    for m in messages:
+        content = m.get("content", "")
+        if isinstance(content, str):
+            chars += len(content)
+            continue
+        for part in content or []:
+            if part.get("type") == "image_url":
+                images += 1
+            else:
+                chars += len(str(part.get("text", "")))
+    return chars // 4 + 4 * len(messages) + images * IMAGE_TOKENS[image_detail]
+
+
+class TokenBucket:
+    """A refilling bucket of ``per_minute`` units; ``acquire(n)`` waits until n units are there.
+
+    ``clock`` and ``sleep`` are injectable so the arithmetic is testable without waiting.
+    """
+
+    def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic):
+        self.rate = per_minute / 60.0
+        self.capacity = float(per_minute)
+        self.tokens = float(per_minute)
+        self.clock = clock
+        self.last = clock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+
+    def wait_time(self, n: float) -> float:
+        """Seconds until ``n`` units are available (0 = now); takes them when available."""
+        self._refill()
+        n = min(n, self.capacity)
+        if self.tokens >= n:
+            self.tokens -= n
+            return 0.0
+        return (n - self.tokens) / self.rate
+
+    async def acquire(self, n: float = 1.0, sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+        while (delay := self.wait_time(n)) > 0:
+            await sleep(delay)
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential back-off with full jitter: uniform in [0.5, 1.5] x base x 2^attempt, capped."""
+    return min(cap, base * (2 ** attempt)) * rng.uniform(0.5, 1.5)
+
+
+class ResponseCache:
+    """SQLite store of validated replies; every insert is committed at once (crash-safe)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self.db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS replies (cache_key TEXT PRIMARY KEY, model TEXT, "
+            "prompt_version TEXT, messages_sha256 TEXT, request_key TEXT, text TEXT, usage TEXT, "
+            "created REAL)")
+        self.db.commit()
+
+    def get(self, cache_key: str) -> tuple[str, dict] | None:
+        with self._lock:
+            row = self.db.execute("SELECT text, usage FROM replies WHERE cache_key = ?",
+                                  (cache_key,)).fetchone()
+        return None if row is None else (row[0], json.loads(row[1] or "{}"))
+
+    def put(self, cache_key: str, model: str, prompt_version: str, msg_hash: str, request_key: str,
+            text: str, usage: dict) -> None:
+        with self._lock:
+            self.db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (cache_key, model, prompt_version, msg_hash, request_key, text,
+                             json.dumps(usage), time.time()))
+            self.db.commit()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self.db.execute("SELECT COUNT(*) FROM replies").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+
+_RETRYABLE_STATUS = {408, 409, 429}
+
+
+class _BrokenReply(Exception):
+    """A 200 answer without a usable completion (not JSON, no choices)."""
+
+
+class LLMClient:
+    """Send many chat requests safely; see the module docstring."""
+
+    def __init__(self, cfg: ClientConfig | None = None, seed: int = 0):
+        self.cfg = cfg or ClientConfig()
+        self.cfg.check()
+        self._rng = random.Random(seed)
+        self._cache: ResponseCache | None = None
+        self._usage_lock = threading.Lock()
+        self.reset_usage()
+
+    # --- bookkeeping ----------------------------------------------------------------------
+    def reset_usage(self) -> None:
+        self._usage = {"requests_sent": 0, "retries": 0, "reasks": 0, "cache_hits": 0,
+                       "failed": 0, "succeeded": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                       "cached_prompt_tokens": 0, "cached_completion_tokens": 0, "seconds": 0.0}
+
+    def _add(self, **counts: float) -> None:
+        with self._usage_lock:
+            for k, v in counts.items():
+                self._usage[k] += v
+
+    def cost(self, prompt_tokens: float, completion_tokens: float) -> float:
+        return (prompt_tokens * self.cfg.input_price_per_mtok
+                + completion_tokens * self.cfg.output_price_per_mtok) / 1e6
+
+    def usage_summary(self) -> dict:
+        """Tokens sent and cost (USD) of the requests this client actually sent, plus cache hits."""
+        u = dict(self._usage)
+        u["total_tokens"] = u["prompt_tokens"] + u["completion_tokens"]
+        u["cost_usd"] = round(self.cost(u["prompt_tokens"], u["completion_tokens"]), 6)
+        u["cost_saved_by_cache_usd"] = round(
+            self.cost(u["cached_prompt_tokens"], u["cached_completion_tokens"]), 6)
+        u["model"] = self.cfg.model
+        u["base_url"] = self.cfg.base_url or "https://api.openai.com/v1"
+        u["api_key_env"] = self.cfg.api_key_env
+        u["input_price_per_mtok"] = self.cfg.input_price_per_mtok
+        u["output_price_per_mtok"] = self.cfg.output_price_per_mtok
+        return u
+
+    # --- cache ----------------------------------------------------------------------------
+    @property
+    def cache(self) -> ResponseCache | None:
+        if self._cache is None and self.cfg.cache_path:
+            self._cache = ResponseCache(self.cfg.cache_path)
+        return self._cache
+
+    def request_body(self, req: ChatRequest) -> dict:
+        body: dict[str, Any] = {"model": self.cfg.model, "messages": req.messages,
+                                "temperature": self.cfg.temperature,
+                                "max_tokens": self.cfg.max_tokens}
+        if self.cfg.json_mode:
+            body["response_format"] = {"type": "json_object"}
+        return body
+
+    def cache_key(self, req: ChatRequest) -> str:
+        """sha256 over (model, prompt version, messages hash, sampling settings)."""
+        settings = [self.cfg.temperature, self.cfg.max_tokens, self.cfg.json_mode]
+        parts = [self.cfg.model, req.prompt_version, messages_hash(req.messages), json.dumps(settings)]
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+    def cached(self, req: ChatRequest) -> ChatResult | None:
+        """The cached, re-validated result of ``req``, or None."""
+        if self.cache is None:
+            return None
+        hit = self.cache.get(self.cache_key(req))
+        if hit is None:
+            return None
+        text, usage = hit
+        try:
+            parsed = req.validate(text) if req.validate else text
+        except Exception as e:  # validation got stricter since: ask again
+            log.info("cached reply for %s no longer validates (%s): asking again", req.key, e)
+            return None
+        return ChatResult(req.key, True, text, parsed, "", usage, cached=True)
+
+    # --- the openai client ----------------------------------------------------------------
+    def _api_key(self) -> str:
+        key = os.environ.get(self.cfg.api_key_env, "")
+        if not key:
+            if self.cfg.base_url is None:
+                raise ValueError(f"environment variable {self.cfg.api_key_env} is not set: export "
+                                 f"your OpenAI key there, or set base_url to a local server")
+            key = "EMPTY"  # vLLM / Ollama accept any key
+        return key
+
+    def _make_async_client(self) -> Any:
+        from openai import AsyncOpenAI
+
+        for name in ("httpx", "httpx2", "openai"):  # one INFO line per request is noise at scale
+            if logging.getLogger(name).level == logging.NOTSET:
+                logging.getLogger(name).setLevel(logging.WARNING)
+        return AsyncOpenAI(api_key=self._api_key(), base_url=self.cfg.base_url,
+                           timeout=self.cfg.timeout_s, max_retries=0)
+
+    # --- running ----------------------------------------------------------------------------
+    def run(self, requests: list[ChatRequest], progress: bool = True) -> list[ChatResult]:
+        """Send every request (cache first); results in the order of ``requests``."""
+        keys = [r.key for r in requests]
+        if len(set(keys)) != len(keys):
+            dup = next(k for k in keys if keys.count(k) > 1)
+            raise ValueError(f"request keys must be unique: {dup!r} appears more than once")
+        if not requests:
+            return []
+        coro_factory = lambda: self._run_all(requests, progress)  # noqa: E731
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coro_factory())
+        # inside Jupyter (or any running loop): run our own loop in a worker thread
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="aes-llm") as pool:
+            return pool.submit(lambda: asyncio.run(coro_factory())).result()
+
+    async def _run_all(self, requests: list[ChatRequest], progress: bool) -> list[ChatResult]:
+        from tqdm.auto import tqdm
+
+        t0 = time.monotonic()
+        results: list[ChatResult | None] = [None] * len(requests)
+        todo = []
+        for i, req in enumerate(requests):
+            hit = self.cached(req)
+            if hit is not None:
+                results[i] = hit
+                self._add(cache_hits=1, cached_prompt_tokens=hit.usage.get("prompt_tokens", 0),
+                          cached_completion_tokens=hit.usage.get("completion_tokens", 0))
+            else:
+                todo.append(i)
+        if todo:
+            log.info("%d requests: %d from the cache, %d to send to %s (model %s, concurrency %d)",
+                     len(requests), len(requests) - len(todo), len(todo),
+                     self.cfg.base_url or "api.openai.com", self.cfg.model, self.cfg.concurrency)
+            client = self._make_async_client()
+            sem = asyncio.Semaphore(self.cfg.concurrency)
+            rpm = TokenBucket(self.cfg.requests_per_minute) if self.cfg.requests_per_minute else None
+            tpm = TokenBucket(self.cfg.tokens_per_minute) if self.cfg.tokens_per_minute else None
+            bar = tqdm(total=len(todo), desc=f"LLM {self.cfg.model}", disable=not progress,
+                       leave=False)
+
+            async def one(i: int) -> None:
+                async with sem:
+                    results[i] = await self._one(client, requests[i], rpm, tpm)
+                bar.update(1)
+
+            try:
+                await asyncio.gather(*(one(i) for i in todo))
+            finally:
+                bar.close()
+                await client.close()
+        self._add(seconds=time.monotonic() - t0)
+        return [r for r in results if r is not None]
+
+    async def _one(self, client: Any, req: ChatRequest, rpm: TokenBucket | None,
+                   tpm: TokenBucket | None) -> ChatResult:
+        messages = list(req.messages)
+        usage = {"prompt_tokens": 0, "completion_tokens": 0}
+        attempts, text, last_error = 0, "", ""
+        for ask in range(self.cfg.max_reasks + 1):
+            try:
+                text, u, n = await self._send(client, messages, rpm, tpm)
+            except Exception as e:  # gave up after retries, or a non-retryable error
+                attempts += getattr(e, "_aes_attempts", 1)
+                self._add(failed=1)
+                log.warning("request %s failed: %s", req.key, _describe(e))
+                return ChatResult(req.key, False, text, None, _describe(e), usage, False, attempts)
+            attempts += n
+            for k in usage:
+                usage[k] += u.get(k, 0)
+            try:
+                parsed = req.validate(text) if req.validate else text
+            except Exception as e:
+                last_error = f"{type(e).__name__}: {e}"
+                if ask < self.cfg.max_reasks:
+                    self._add(reasks=1)
+                    log.info("reply to %s did not validate (%s): asking again", req.key, last_error)
+                    messages = list(req.messages) + [
+                        {"role": "assistant", "content": text},
+                        {"role": "user", "content": f"Your reply was not valid: {last_error}. "
+                                                    "Reply again, with JSON only, fixing that."}]
+                continue
+            if self.cache is not None:
+                self.cache.put(self.cache_key(req), self.cfg.model, req.prompt_version,
+                               messages_hash(req.messages), req.key, text, usage)
+            self._add(succeeded=1)
+            return ChatResult(req.key, True, text, parsed, "", usage, False, attempts)
+        self._add(failed=1)
+        error = f"invalid reply after {self.cfg.max_reasks + 1} tries: {last_error}"
+        log.warning("request %s rejected: %s", req.key, error)
+        return ChatResult(req.key, False, text, None, error, usage, False, attempts)
+
+    async def _send(self, client: Any, messages: list[dict], rpm: TokenBucket | None,
+                    tpm: TokenBucket | None) -> tuple[str, dict, int]:
+        """One completion with retries; returns (text, usage, attempts)."""
+        import openai
+
+        body = self.request_body(ChatRequest("", messages))
+        est = estimate_tokens(messages, self.cfg.image_detail) + self.cfg.max_tokens
+        for attempt in range(self.cfg.max_retries + 1):
+            if rpm is not None:
+                await rpm.acquire(1)
+            if tpm is not None:
+                await tpm.acquire(est)
+            self._add(requests_sent=1)
+            retry_after = None
+            try:
+                resp = await client.chat.completions.create(**body)
+                try:
+                    text = resp.choices[0].message.content
+                except (AttributeError, IndexError, TypeError):
+                    raise _BrokenReply(f"reply without a completion: {str(resp)[:120]!r}") from None
+                if not isinstance(text, str):
+                    raise _BrokenReply("reply without message content")
+                u = getattr(resp, "usage", None)
+                usage = {"prompt_tokens": getattr(u, "prompt_tokens", 0) or 0,
+                         "completion_tokens": getattr(u, "completion_tokens", 0) or 0}
+                self._add(**usage)
+                return text, usage, attempt + 1
+            except openai.APIStatusError as e:
+                if e.status_code not in _RETRYABLE_STATUS and e.status_code < 500:
+                    e._aes_attempts = attempt + 1  # type: ignore[attr-defined]
+                    raise
+                error: Exception = e
+                retry_after = _retry_after(e)
+            except (openai.APITimeoutError, openai.APIConnectionError,
+                    openai.APIResponseValidationError, _BrokenReply, json.JSONDecodeError) as e:
+                error = e
+            if attempt == self.cfg.max_retries:
+                error._aes_attempts = attempt + 1  # type: ignore[attr-defined]
+                raise error
+            delay = backoff_delay(attempt, self.cfg.backoff_base_s, self.cfg.backoff_max_s, self._rng)
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, self.cfg.backoff_max_s))
+            self._add(retries=1)
+            log.debug("retry %d after %.2fs: %s", attempt + 1, delay, _describe(error))
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    # --- planning and the Batch API -----------------------------------------------------------
+    def estimate(self, requests: list[ChatRequest], expected_completion_tokens: int | None = None
+                 ) -> dict:
+        """Dry run: how many requests would be sent, their tokens and cost; sends nothing."""
+        to_send = [r for r in requests if self.cached(r) is None]
+        prompt = sum(estimate_tokens(r.messages, self.cfg.image_detail) for r in to_send)
+        completion = len(to_send) * (expected_completion_tokens or self.cfg.max_tokens)
+        minutes = []
+        if self.cfg.requests_per_minute:
+            minutes.append(len(to_send) / self.cfg.requests_per_minute)
+        if self.cfg.tokens_per_minute:
+            minutes.append((prompt + len(to_send) * self.cfg.max_tokens) / self.cfg.tokens_per_minute)
+        return {"requests": len(requests), "cached": len(requests) - len(to_send),
+                "to_send": len(to_send), "est_prompt_tokens": prompt,
+                "est_completion_tokens": completion,
+                "est_cost_usd": round(self.cost(prompt, completion), 4),
+                "est_batch_cost_usd": round(self.cost(prompt, completion) / 2, 4),
+                "min_minutes_at_rate_limits": round(max(minutes), 2) if minutes else 0.0,
+                "model": self.cfg.model}
+
+    def batch_export(self, requests: list[ChatRequest], path: str | Path) -> int:
+        """Write the uncached requests as an OpenAI Batch API input file (one JSON line each,
+        ``custom_id`` = the request key); returns how many were written."""
+        from aes_lib.io import atomic_write_text
+
+        lines = []
+        for r in requests:
+            if self.cached(r) is None:
+                lines.append(json.dumps({"custom_id": r.key, "method": "POST",
+                                         "url": "/v1/chat/completions",
+                                         "body": self.request_body(r)}, ensure_ascii=False))
+        atomic_write_text(path, "".join(line + "\n" for line in lines))
+        log.info("wrote %d batch requests to %s", len(lines), path)
+        return len(lines)
+
+    def batch_import(self, requests: list[ChatRequest], path: str | Path) -> dict:
+        """Read a Batch API output file; store every reply that validates in the cache (so the
+        next :meth:`run` sends nothing for them). Returns counts and the per-key errors."""
+        if self.cache is None:
+            raise ValueError("batch_import needs cache_path: the imported replies are kept there")
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: batch results file not found")
+        by_key = {r.key: r for r in requests}
+        counts = {"imported": 0, "invalid": 0, "failed": 0, "unknown": 0}
+        errors: dict[str, str] = {}
+        with path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
+                key = row.get("custom_id")
+                if key not in by_key:
+                    counts["unknown"] += 1
+                    errors[str(key)] = "custom_id matches no current request"
+                    continue
+                resp = row.get("response") or {}
+                if row.get("error") or resp.get("status_code", 200) != 200:
+                    counts["failed"] += 1
+                    errors[key] = str(row.get("error") or f"status {resp.get('status_code')}")
+                    continue
+                body = resp.get("body") or {}
+                try:
+                    text = body["choices"][0]["message"]["content"]
+                    req = by_key[key]
+                    if req.validate:
+                        req.validate(text)
+                except Exception as e:
+                    counts["invalid"] += 1
+                    errors[key] = f"{type(e).__name__}: {e}"
+                    continue
+                u = body.get("usage") or {}
+                usage = {"prompt_tokens": u.get("prompt_tokens", 0),
+                         "completion_tokens": u.get("completion_tokens", 0)}
+                self.cache.put(self.cache_key(req), self.cfg.model, req.prompt_version,
+                               messages_hash(req.messages), key, text, usage)
+                counts["imported"] += 1
+        log.info("batch import from %s: %s", path, counts)
+        return {**counts, "errors": errors}
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+
+
+def _retry_after(e: Any) -> float | None:
+    headers = getattr(getattr(e, "response", None), "headers", None) or {}
+    try:
+        if "retry-after-ms" in headers:
+            return float(headers["retry-after-ms"]) / 1000.0
+        if "retry-after" in headers:
+            return float(headers["retry-after"])
+    except (TypeError, ValueError):
+        return None
+    return None
+
+
+def _describe(e: BaseException) -> str:
+    status = getattr(e, "status_code", None)
+    name = type(e).__name__
+    msg = str(e).splitlines()[0][:200] if str(e) else ""
+    return f"{name} (HTTP {status}): {msg}" if status else f"{name}: {msg}"

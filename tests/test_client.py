@@ -1,0 +1,234 @@
+"""aes_lib.client against a real OpenAI-compatible server process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import random
+import sqlite3
+
+import pytest
+
+from aes_lib.client import (ChatRequest, ClientConfig, LLMClient, TokenBucket, backoff_delay,
+                            image_data_url, messages_hash)
+from aes_lib.config import ConfigError
+from fake_openai_server import start_server
+
+SECRET = "sk-test-SECRET-do-not-leak-123"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with start_server() as s:
+        yield s
+
+
+@pytest.fixture
+def fake(server, monkeypatch):
+    server.control(mode="ok", fail_count=1, latency_ms=0, hang_s=30, responder="")
+    server.reset()
+    monkeypatch.setenv("AES_TEST_KEY", SECRET)
+    return server
+
+
+def make_client(server, **kw) -> LLMClient:
+    cfg = dict(base_url=server.base_url, model="fake-model", api_key_env="AES_TEST_KEY",
+               max_retries=2, max_reasks=1, backoff_base_s=0.01, backoff_max_s=0.05, timeout_s=5.0)
+    cfg.update(kw)
+    return LLMClient(ClientConfig.from_dict(cfg))
+
+
+def needs_reply(text: str) -> dict:
+    data = json.loads(text)
+    if "reply" not in data:
+        raise ValueError("field 'reply' is missing")
+    return data
+
+
+def req(key: str = "a", text: str = "hello") -> ChatRequest:
+    return ChatRequest(key, [{"role": "user", "content": text}], needs_reply, "test_v1")
+
+
+def test_success_parses_and_counts_tokens(fake):
+    client = make_client(fake)
+    [r] = client.run([req()], progress=False)
+    assert r.ok and r.parsed["reply"] == "ok" and not r.cached and r.error == ""
+    assert r.usage["prompt_tokens"] > 0 and r.usage["completion_tokens"] > 0
+    assert fake.requests() == 1
+    u = client.usage_summary()
+    assert u["requests_sent"] == 1 and u["succeeded"] == 1
+    assert u["cost_usd"] == pytest.approx(
+        (u["prompt_tokens"] * 0.15 + u["completion_tokens"] * 0.60) / 1e6, abs=1e-6)
+    body = fake.stats()["last_body"]
+    assert body["model"] == "fake-model" and body["response_format"] == {"type": "json_object"}
+
+
+def test_429_then_success_is_retried(fake):
+    fake.control(mode="429_then_ok", fail_count=1)
+    client = make_client(fake)
+    [r] = client.run([req()], progress=False)
+    assert r.ok and r.attempts == 2
+    assert fake.requests() == 2 and client.usage_summary()["retries"] == 1
+
+
+def test_500_gives_up_after_max_retries(fake):
+    fake.control(mode="500")
+    client = make_client(fake, max_retries=2)
+    [r] = client.run([req()], progress=False)
+    assert not r.ok and "500" in r.error and r.attempts == 3
+    assert fake.requests() == 3 and client.usage_summary()["failed"] == 1
+
+
+def test_timeout_is_retried_then_reported(fake):
+    fake.control(mode="timeout", hang_s=5)
+    client = make_client(fake, timeout_s=0.3, max_retries=1)
+    [r] = client.run([req()], progress=False)
+    assert not r.ok and "Timeout" in r.error
+    assert fake.requests() == 2
+
+
+def test_timeout_then_success(fake):
+    fake.control(mode="timeout_then_ok", fail_count=1, hang_s=5)
+    [r] = make_client(fake, timeout_s=0.3, max_retries=2).run([req()], progress=False)
+    assert r.ok and fake.requests() == 2
+
+
+def test_non_json_reply_is_reasked_then_rejected_with_reason(fake):
+    fake.control(mode="non_json")
+    client = make_client(fake, max_reasks=2)
+    [r] = client.run([req()], progress=False)
+    assert not r.ok and r.error.startswith("invalid reply after 3 tries") and "JSONDecodeError" in r.error
+    assert fake.requests() == 3 and client.usage_summary()["reasks"] == 2
+    # the re-ask carries the bad reply and the reason
+    last = fake.stats()["last_body"]["messages"]
+    assert last[-2]["role"] == "assistant" and "not valid" in last[-1]["content"]
+
+
+def test_reply_missing_fields_is_rejected(fake):
+    fake.control(mode="missing_fields")
+    [r] = make_client(fake, max_reasks=1).run([req()], progress=False)
+    assert not r.ok and "reply" in r.error and "missing" in r.error
+    assert fake.requests() == 2
+
+
+def test_body_that_is_not_json_is_retried_then_reported(fake):
+    fake.control(mode="bad_body")
+    [r] = make_client(fake, max_retries=1).run([req()], progress=False)
+    assert not r.ok and r.error
+    assert fake.requests() == 2
+
+
+def test_cache_sends_nothing_twice_and_never_stores_the_key(fake, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    cache = tmp_path / "cache.sqlite"
+    reqs = [req(f"k{i}", f"text {i}") for i in range(5)]
+    first = make_client(fake, cache_path=str(cache)).run(reqs, progress=False)
+    assert all(r.ok and not r.cached for r in first) and fake.requests() == 5
+    client = make_client(fake, cache_path=str(cache))
+    second = client.run(reqs + [req("new", "new text")], progress=False)
+    assert [r.cached for r in second] == [True] * 5 + [False]
+    assert [r.text for r in second[:5]] == [r.text for r in first]
+    assert fake.requests() == 6 and client.usage_summary()["cache_hits"] == 5
+    # another model or prompt version is another cache entry
+    other = make_client(fake, cache_path=str(cache), model="other-model").run(reqs[:1], progress=False)
+    assert not other[0].cached and fake.requests() == 7
+    client.close()
+    for path in tmp_path.rglob("*"):
+        assert SECRET.encode() not in path.read_bytes(), path
+    assert SECRET not in caplog.text
+    assert SECRET not in json.dumps(client.usage_summary()) + json.dumps(client.cfg.to_dict())
+    with sqlite3.connect(cache) as db:
+        hashes = {h for (h,) in db.execute("SELECT messages_sha256 FROM replies")}
+    assert messages_hash(reqs[0].messages) in hashes
+
+
+def test_works_inside_a_running_event_loop(fake):
+    client = make_client(fake)
+
+    async def notebook_cell():  # Jupyter runs cells inside a live loop
+        return client.run([req("a"), req("b", "other")], progress=False)
+
+    results = asyncio.run(notebook_cell())
+    assert [r.ok for r in results] == [True, True] and fake.requests() == 2
+
+
+def test_concurrency_keeps_order_and_counts(fake):
+    fake.control(latency_ms=20)
+    reqs = [req(f"k{i}", f"message number {i}") for i in range(40)]
+    results = make_client(fake, concurrency=8).run(reqs, progress=False)
+    assert [r.key for r in results] == [r.key for r in reqs]
+    assert all(r.ok for r in results) and fake.requests() == 40
+
+
+def test_duplicate_keys_and_missing_key_are_errors(fake, monkeypatch):
+    with pytest.raises(ValueError, match="'a'"):
+        make_client(fake).run([req("a"), req("a", "x")], progress=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    client = LLMClient(ClientConfig(model="m"))  # construction must not need a key
+    with pytest.raises(ValueError, match="OPENAI_API_KEY"):
+        client.run([req()], progress=False)
+    with pytest.raises(ConfigError, match="api_key_env"):
+        ClientConfig.from_dict({"api_key_env": "sk-abc"})
+
+
+def test_batch_export_and_import_fill_the_cache(fake, tmp_path):
+    cache = str(tmp_path / "c.sqlite")
+    reqs = [req(f"k{i}", f"text {i}") for i in range(3)]
+    client = make_client(fake, cache_path=cache)
+    n = client.batch_export(reqs, tmp_path / "batch.jsonl")
+    lines = [json.loads(x) for x in (tmp_path / "batch.jsonl").read_text().splitlines()]
+    assert n == 3 and [x["custom_id"] for x in lines] == ["k0", "k1", "k2"]
+    assert lines[0]["url"] == "/v1/chat/completions" and lines[0]["body"]["messages"] == reqs[0].messages
+    results = [{"custom_id": "k0", "response": {"status_code": 200, "body": {
+                   "choices": [{"message": {"content": '{"reply": "from batch"}'}}],
+                   "usage": {"prompt_tokens": 3, "completion_tokens": 4}}}},
+               {"custom_id": "k1", "response": {"status_code": 200, "body": {
+                   "choices": [{"message": {"content": "not json"}}]}}},
+               {"custom_id": "k2", "error": {"message": "expired"}}]
+    (tmp_path / "out.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
+    counts = client.batch_import(reqs, tmp_path / "out.jsonl")
+    assert (counts["imported"], counts["invalid"], counts["failed"]) == (1, 1, 1)
+    assert "k1" in counts["errors"] and "k2" in counts["errors"]
+    out = client.run(reqs, progress=False)
+    assert out[0].cached and out[0].parsed == {"reply": "from batch"}
+    assert fake.requests() == 2  # only the two that the batch did not answer
+    assert client.batch_export(reqs, tmp_path / "again.jsonl") == 0
+
+
+def test_estimate_sends_nothing(fake):
+    client = make_client(fake, max_tokens=100, input_price_per_mtok=1.0, output_price_per_mtok=2.0)
+    est = client.estimate([req("a", "x" * 400), req("b", "y" * 400)], expected_completion_tokens=50)
+    assert est["to_send"] == 2 and est["est_prompt_tokens"] >= 200
+    assert est["est_cost_usd"] == pytest.approx((est["est_prompt_tokens"] + 2 * 100) / 1e6, abs=1e-4)
+    assert fake.requests() == 0
+
+
+def test_token_bucket_arithmetic():
+    now = [0.0]
+    bucket = TokenBucket(60, clock=lambda: now[0])  # 1 per second, burst 60
+    assert bucket.wait_time(60) == 0.0
+    assert bucket.wait_time(1) == pytest.approx(1.0)
+    now[0] = 2.0
+    assert bucket.wait_time(1) == 0.0 and bucket.tokens == pytest.approx(1.0)
+    assert bucket.wait_time(5) == pytest.approx(4.0)
+
+
+def test_backoff_grows_and_is_capped():
+    rng = random.Random(0)
+    delays = [backoff_delay(a, 1.0, 8.0, rng) for a in range(6)]
+    for a, d in enumerate(delays):
+        assert 0.5 * min(8.0, 2 ** a) <= d <= 1.5 * min(8.0, 2 ** a)
+
+
+def test_image_data_url(tmp_path):
+    from PIL import Image
+
+    p = tmp_path / "x.png"
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(p)
+    url = image_data_url(p)
+    assert url.startswith("data:image/png;base64,")
+    assert base64.b64decode(url.split(",", 1)[1]) == p.read_bytes()
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        image_data_url(tmp_path / "missing.png")
