@@ -1,0 +1,139 @@
+"""Instruction generation (paper step 2): refine critiques, assemble multi-typed instructions.
+
+``aes generate --backend offline|openai``, ``aes generate batch-export`` and
+``aes generate batch-import``; see docs/generate.md. The logic lives in
+:mod:`aes_lib.generate.core` (pipeline, checks, exports), :mod:`aes_lib.generate.offline`
+(templates) and :mod:`aes_lib.generate.llm` (prompts and reply validation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from aes_lib.generate.core import (BACKENDS, OPEN_TYPES, GenerateConfig, batch_export, batch_import,
+                                   check_draft, estimate, generate, to_llava, to_messages)
+
+__all__ = ["GenerateConfig", "generate", "estimate", "batch_export", "batch_import", "check_draft",
+           "to_llava", "to_messages", "register_cli", "BACKENDS", "OPEN_TYPES"]
+
+log = logging.getLogger(__name__)
+
+
+def _configs(args: argparse.Namespace) -> tuple[GenerateConfig, Any]:
+    from aes_lib.client import ClientConfig
+
+    gen: dict[str, Any] = {}
+    client: dict[str, Any] = {}
+    if args.config:
+        import yaml
+
+        path = Path(args.config)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: config file not found")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping with optional 'generate' and 'client' sections")
+        unknown = sorted(set(data) - {"generate", "client"})
+        if unknown:
+            raise ValueError(f"{path}: unknown section {unknown[0]!r} (expected generate, client)")
+        gen.update(data.get("generate") or {})
+        client.update(data.get("client") or {})
+    for key in ("backend", "max_critiques", "unlisted_images", "prompt_version", "seed"):
+        if getattr(args, key, None) is not None:
+            gen[key] = getattr(args, key)
+    if args.no_image:
+        gen["send_image"] = False
+    for key in ("base_url", "model", "api_key_env", "concurrency", "requests_per_minute",
+                "tokens_per_minute", "cache_path"):
+        if getattr(args, key, None) is not None:
+            client[key] = getattr(args, key)
+    return GenerateConfig.from_dict(gen), ClientConfig.from_dict(client)
+
+
+def _inputs(args: argparse.Namespace) -> dict[str, Any]:
+    manifest: Any = "default"
+    if args.manifest == "none":
+        manifest = None
+    elif args.manifest:
+        manifest = args.manifest
+    return {"manifest": manifest, "critiques_path": args.critiques, "data_dir": args.data_dir}
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    cfg, client_cfg = _configs(args)
+    if args.dry_run:
+        if cfg.backend != "openai":
+            raise ValueError("--dry-run estimates the openai backend: add --backend openai")
+        print(json.dumps(estimate(cfg, args.out, client_cfg, **_inputs(args)), indent=2))
+        return 0
+    result = generate(cfg, args.out, client_cfg, progress=not args.no_progress, **_inputs(args))
+    s = result["stats"]
+    print(f"{s['n_instructions']} instructions from {s['n_critiques']} critiques, "
+          f"{s['n_rejected']} rejected; by type {s['counts_by_type']}; by split {s['counts_by_split']}; "
+          f"tokens {result['run']['usage'].get('total_tokens', 0)}, "
+          f"cost ${result['run']['usage'].get('cost_usd', 0.0):.4f} -> {Path(args.out) / 'instructions'}")
+    return 0
+
+
+def _cmd_batch_export(args: argparse.Namespace) -> int:
+    cfg, client_cfg = _configs(args)
+    cfg = GenerateConfig.from_dict({**cfg.to_dict(), "backend": "openai"})
+    r = batch_export(cfg, args.file, args.out, client_cfg, **_inputs(args))
+    print(f"{r['step']}: wrote {r['requests']} requests to {r['path']}")
+    return 0
+
+
+def _cmd_batch_import(args: argparse.Namespace) -> int:
+    cfg, client_cfg = _configs(args)
+    cfg = GenerateConfig.from_dict({**cfg.to_dict(), "backend": "openai"})
+    r = batch_import(cfg, args.file, args.out, client_cfg, **_inputs(args))
+    print(f"imported {r['imported']}, invalid {r['invalid']}, failed {r['failed']}, "
+          f"unknown {r['unknown']}")
+    for key, err in list(r["errors"].items())[:20]:
+        print(f"  {key}: {err}")
+    return 0 if r["imported"] or not (r["invalid"] or r["failed"] or r["unknown"]) else 1
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="outputs", help="output folder (reads data/, critiques/; "
+                                                     "writes instructions/)")
+    p.add_argument("--config", help="YAML with optional 'generate' and 'client' sections")
+    p.add_argument("--critiques", help="critiques JSONL (default <out>/critiques/critiques.jsonl)")
+    p.add_argument("--manifest", help="manifest JSON (default <out>/data/manifest.json; 'none' = "
+                                      "no manifest)")
+    p.add_argument("--data-dir", help="folder image paths are relative to (default: the manifest's)")
+    p.add_argument("--backend", choices=BACKENDS)
+    p.add_argument("--max-critiques", type=int)
+    p.add_argument("--unlisted-images", choices=("error", "hash_split"))
+    p.add_argument("--prompt-version")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--no-image", action="store_true", help="openai: do not attach images")
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint (vLLM, Ollama, ...)")
+    p.add_argument("--model")
+    p.add_argument("--api-key-env", help="NAME of the environment variable with the key")
+    p.add_argument("--concurrency", type=int)
+    p.add_argument("--requests-per-minute", type=int)
+    p.add_argument("--tokens-per-minute", type=int)
+    p.add_argument("--cache-path", help="SQLite reply cache (default <out>/instructions/llm_cache.sqlite)")
+
+
+def register_cli(subparsers: Any) -> None:
+    p = subparsers.add_parser("generate", help="instruction generation (notebook 02)",
+                              description="Refine critiques and assemble multi-typed instructions.")
+    _common(p)
+    p.add_argument("--dry-run", action="store_true", help="openai: estimate requests, tokens, cost")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_generate)
+    sub = p.add_subparsers(dest="generate_command", metavar="{batch-export,batch-import}")
+    e = sub.add_parser("batch-export", help="write the next step's requests for the OpenAI Batch API")
+    _common(e)
+    e.add_argument("--file", required=True, help="requests JSONL to write")
+    e.set_defaults(func=_cmd_batch_export)
+    i = sub.add_parser("batch-import", help="import a Batch API results file into the reply cache")
+    _common(i)
+    i.add_argument("--file", required=True, help="the Batch API output JSONL")
+    i.set_defaults(func=_cmd_batch_import)

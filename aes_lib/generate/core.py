@@ -1,0 +1,450 @@
+"""Instruction generation: critiques -> refined critiques -> multi-typed instructions -> files.
+
+Reads ``data/manifest.json`` and ``critiques/critiques.jsonl``; writes under
+``instructions/``: ``instructions.jsonl`` (schema.Instruction, every split),
+``llava_{train,val,test}.json``, ``messages_{train,val,test}.jsonl``, ``refined.jsonl``,
+``stats.json``, ``rejects.jsonl`` and ``run.json`` (configs, prompt version and hashes, tokens,
+cost). Two backends: ``offline`` (templates, deterministic) and ``openai`` (any
+OpenAI-compatible server through :mod:`aes_lib.client`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aes_lib.config import Config, require
+from aes_lib.generate import offline
+from aes_lib.generate.offline import BAND_JUDGMENT, PROMPTS_DIR, band, mcq_prompt
+from aes_lib.io import read_json, sha256_text, write_json
+from aes_lib.schema import (GRADE_TO_LEVEL, QTYPES, SPLITS, Critique, ImageRecord, Instruction,
+                            option_letters, read_jsonl, write_jsonl)
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("offline", "openai")
+OPEN_TYPES = ("level", "description", "interpretation", "suggestion", "conversation")
+
+
+@dataclass
+class GenerateConfig(Config):
+    backend: str = field(default="offline", metadata={"help": "offline (templates) | openai"})
+    prompt_version: str = field(default="v1", metadata={
+        "help": "prompt files: offline_<v>.yaml, refine_<v>.txt, assemble_<v>.txt in aes_lib/prompts"})
+    perception_mcq: int = field(default=2, metadata={
+        "help": "perception multiple-choice questions per critique"})
+    empathy_mcq: int = field(default=2, metadata={"help": "empathy multiple-choice questions per critique"})
+    open_types: list = field(default_factory=lambda: list(OPEN_TYPES), metadata={
+        "help": "other instruction types to assemble: level, description, interpretation, "
+                "suggestion, conversation"})
+    max_critiques: int = field(default=0, metadata={"help": "use only the first N critiques; 0 = all"})
+    send_image: bool = field(default=True, metadata={
+        "help": "openai backend: attach the image (data URL) to the refine prompt"})
+    unlisted_images: str = field(default="error", metadata={
+        "help": "critiques whose image is not in the manifest: error | hash_split (split by a "
+                "hash of the image id, 80/10/10; for imported critiques without images)"})
+    dedupe: bool = field(default=True, metadata={"help": "drop instructions identical to an earlier one"})
+    seed: int = field(default=0, metadata={"help": "seed of the offline generator's choices"})
+
+    def check(self) -> None:
+        require(self.backend in BACKENDS, "backend", f"must be one of {', '.join(BACKENDS)}")
+        require(self.perception_mcq >= 0 and self.empathy_mcq >= 0, "perception_mcq",
+                "must be 0 or more")
+        bad = [x for x in self.open_types if x not in OPEN_TYPES]
+        require(not bad, "open_types", f"unknown types {bad} (known: {', '.join(OPEN_TYPES)})")
+        require(self.max_critiques >= 0, "max_critiques", "must be 0 or more")
+        require(self.unlisted_images in ("error", "hash_split"), "unlisted_images",
+                "must be error or hash_split")
+        require(bool(self.prompt_version.strip()), "prompt_version", "must not be empty")
+
+    def prompt_label(self) -> str:
+        v = self.prompt_version
+        return f"offline_{v}" if self.backend == "offline" else f"refine_{v}+assemble_{v}"
+
+    def prompt_files(self) -> list[Path]:
+        v = self.prompt_version
+        names = [f"offline_{v}.yaml"] + ([f"refine_{v}.txt", f"assemble_{v}.txt"]
+                                         if self.backend == "openai" else [])
+        return [PROMPTS_DIR / n for n in names]
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+def load_images(manifest: str | Path | None) -> dict[str, ImageRecord]:
+    if manifest is None:
+        return {}
+    data = read_json(manifest)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ValueError(f"{manifest}: expected an object with an 'images' list")
+    return {r.id: r for r in (ImageRecord.from_dict(d, where=str(manifest)) for d in data["images"])}
+
+
+def hash_split(image_id: str) -> str:
+    x = int(hashlib.sha256(image_id.encode()).hexdigest()[:8], 16) % 10
+    return "train" if x < 8 else ("val" if x == 8 else "test")
+
+
+def resolve_images(critiques: list[Critique], images: dict[str, ImageRecord], cfg: GenerateConfig,
+                   where: str) -> dict[str, tuple[str, str]]:
+    """image id -> (image path relative to data/, split); raises on an unknown image."""
+    out: dict[str, tuple[str, str]] = {}
+    for c in critiques:
+        if c.image_id in out:
+            continue
+        rec = images.get(c.image_id)
+        if rec is not None:
+            out[c.image_id] = (rec.file, rec.split)
+        elif cfg.unlisted_images == "hash_split":
+            image = str(c.extra.get("image") or c.image_id) if isinstance(c.extra, dict) else c.image_id
+            out[c.image_id] = (image, hash_split(c.image_id))
+        else:
+            raise ValueError(f"{where}: critique {c.id!r}: image_id {c.image_id!r} is not in the "
+                             f"manifest (set unlisted_images='hash_split' for imported critiques "
+                             f"without images)")
+    return out
+
+
+# --- drafts -> checked instructions ---------------------------------------------------------
+
+def check_draft(d: dict[str, Any], c: Critique, t: dict) -> str | None:
+    """The reason a draft must be rejected, or None. Multiple choice: 2+ unique non-empty
+    options, exactly one correct (a valid index), and the correct answer agrees with the
+    critique (its level, or the band of its attribute rating)."""
+    if d["type"] == "conversation" or "turns" in d:
+        for q, a in d["turns"]:
+            if not q.strip() or not a.strip():
+                return "empty question or answer"
+        return None
+    options = d["options"]
+    if len(options) < 2 or any(not isinstance(o, str) or not o.strip() for o in options):
+        return "needs at least two non-empty options"
+    if len({o.strip().lower() for o in options}) != len(options):
+        return f"options are not unique: {options}"
+    if not 0 <= d["correct"] < len(options):
+        return f"answer is not one of the {len(options)} options"
+    if d["type"] == "level_mcq":
+        if options[d["correct"]].strip().lower() != GRADE_TO_LEVEL[c.grade]:
+            return (f"correct option {options[d['correct']]!r} disagrees with the critique's level "
+                    f"{GRADE_TO_LEVEL[c.grade]!r}")
+        return None
+    if d["qtype"] not in QTYPES:
+        return f"qtype {d['qtype']!r} is not one of {', '.join(QTYPES)}"
+    attr = d["attribute"]
+    if attr not in c.attributes:
+        return f"attribute {attr!r} was not judged in the critique"
+    if d["qtype"] == "yes-no" and [o.lower() for o in options] != ["yes", "no"]:
+        return "yes-no options must be exactly Yes, No"
+    expected = BAND_JUDGMENT[band(c.attributes[attr]["rating"], t)]
+    if d["judgment"] != expected:
+        return (f"correct answer expresses a {d['judgment']!r} judgment of {attr}, the critique's "
+                f"rating {c.attributes[attr]['rating']} is {expected!r}")
+    return None
+
+
+def draft_to_instruction(d: dict[str, Any], c: Critique, image: str, split: str, t: dict,
+                         prompt_version: str, generator: str) -> Instruction:
+    if "turns" in d:
+        turns = d["turns"]
+        conv = []
+        for i, (q, a) in enumerate(turns):
+            conv += [{"from": "human", "value": f"<image>\n{q}" if i == 0 else q},
+                     {"from": "gpt", "value": a}]
+        options, answer = [], ""
+    else:
+        options = d["options"]
+        letter = option_letters(len(options))[d["correct"]]
+        conv = [{"from": "human", "value": "<image>\n" + mcq_prompt(d["question"], options, t)},
+                {"from": "gpt", "value": f"{letter}. {options[d['correct']]}"}]
+        answer = letter
+    return Instruction(id=f"{c.id}-{d['slot']}", image_id=c.image_id, image=image, type=d["type"],
+                       qtype=d["qtype"], conversations=conv, split=split, attribute=d["attribute"],
+                       options=list(options), answer=answer, critique_ids=[c.id],
+                       prompt_version=prompt_version, generator=generator,
+                       annotator_kind=c.annotator_kind)
+
+
+def dedupe(instructions: list[Instruction]) -> tuple[list[Instruction], list[dict]]:
+    """Keep the first of identical instructions (same image, same turns)."""
+    seen: dict[str, str] = {}
+    kept, rejects = [], []
+    for ins in instructions:
+        key = sha256_text(ins.image_id + "\0" + json.dumps(ins.conversations, sort_keys=True))
+        if key in seen:
+            rejects.append({"id": ins.id, "stage": "dedupe", "critique_id": ins.critique_ids[0],
+                            "reason": f"duplicate of {seen[key]}", "type": ins.type})
+        else:
+            seen[key] = ins.id
+            kept.append(ins)
+    return kept, rejects
+
+
+# --- exports and statistics -------------------------------------------------------------------
+
+def to_llava(ins: Instruction) -> dict[str, Any]:
+    return {"id": ins.id, "image": ins.image, "conversations": ins.conversations,
+            "type": ins.type, "qtype": ins.qtype}
+
+
+def to_messages(ins: Instruction) -> dict[str, Any]:
+    """The ``messages`` + ``images`` layout (LLaMA-Factory sharegpt/OpenAI style, TRL)."""
+    roles = {"human": "user", "gpt": "assistant"}
+    return {"id": ins.id, "type": ins.type, "qtype": ins.qtype, "images": [ins.image],
+            "messages": [{"role": roles[t["from"]], "content": t["value"]} for t in ins.conversations]}
+
+
+def compute_stats(instructions: list[Instruction], n_rejected: int, prompt_version: str,
+                  extra: dict[str, Any]) -> dict[str, Any]:
+    qlen: dict[str, list[int]] = defaultdict(list)
+    alen: dict[str, list[int]] = defaultdict(list)
+    for ins in instructions:
+        for t in ins.conversations:
+            words = len(t["value"].replace("<image>", " ").split())
+            (qlen if t["from"] == "human" else alen)[ins.type].append(words)
+    return {
+        "counts_by_type": dict(sorted(Counter(i.type for i in instructions).items())),
+        "counts_by_qtype": dict(sorted(Counter(i.qtype for i in instructions).items())),
+        "counts_by_split": {s: sum(i.split == s for i in instructions) for s in SPLITS},
+        "counts_by_attribute": dict(sorted(Counter(i.attribute for i in instructions if i.attribute).items())),
+        "answer_letters": dict(sorted(Counter(i.answer for i in instructions if i.answer).items())),
+        "question_lengths": dict(sorted(qlen.items())),
+        "answer_lengths": dict(sorted(alen.items())),
+        "n_instructions": len(instructions),
+        "n_images": len({i.image_id for i in instructions}),
+        "n_rejected": n_rejected,
+        "prompt_version": prompt_version,
+        **extra,
+    }
+
+
+def write_outputs(out: Path, instructions: list[Instruction], refined: list[dict], rejects: list[dict],
+                  stats: dict, run: dict) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"instructions": out / "instructions.jsonl", "refined": out / "refined.jsonl",
+             "rejects": out / "rejects.jsonl", "stats": out / "stats.json", "run": out / "run.json"}
+    write_jsonl(paths["instructions"], instructions)
+    write_jsonl(paths["refined"], refined)
+    write_jsonl(paths["rejects"], rejects)
+    for split in SPLITS:
+        part = [i for i in instructions if i.split == split]
+        paths[f"llava_{split}"] = write_json(out / f"llava_{split}.json", [to_llava(i) for i in part], indent=1)
+        paths[f"messages_{split}"] = out / f"messages_{split}.jsonl"
+        write_jsonl(paths[f"messages_{split}"], [to_messages(i) for i in part])
+    write_json(paths["stats"], stats)
+    write_json(paths["run"], run)
+    return paths
+
+
+# --- the pipeline -----------------------------------------------------------------------------
+
+def default_paths(out_dir: str | Path) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    return {"manifest": out_dir / "data" / "manifest.json",
+            "critiques": out_dir / "critiques" / "critiques.jsonl",
+            "data_dir": out_dir / "data", "out": out_dir / "instructions"}
+
+
+def load_critiques(path: str | Path, cfg: GenerateConfig) -> list[Critique]:
+    critiques = read_jsonl(path, Critique)
+    if not critiques:
+        raise ValueError(f"{path}: no critiques in the file")
+    ids = Counter(c.id for c in critiques)
+    dup = [k for k, n in ids.items() if n > 1]
+    if dup:
+        raise ValueError(f"{path}: critique id {dup[0]!r} appears {ids[dup[0]]} times")
+    return critiques[: cfg.max_critiques] if cfg.max_critiques else critiques
+
+
+def _client_for(cfg: GenerateConfig, client_cfg: Any, out: Path) -> Any:
+    from aes_lib.client import ClientConfig, LLMClient
+
+    client_cfg = client_cfg or ClientConfig()
+    if client_cfg.cache_path is None:
+        client_cfg = ClientConfig.from_dict({**client_cfg.to_dict(),
+                                             "cache_path": str(out / "llm_cache.sqlite")})
+        log.info("caching replies in %s", client_cfg.cache_path)
+    return LLMClient(client_cfg, seed=cfg.seed)
+
+
+def _refine_requests(critiques: list[Critique], images: dict[str, tuple[str, str]], data_dir: Path,
+                     cfg: GenerateConfig, client: Any) -> list[Any]:
+    from aes_lib.generate.llm import refine_request
+
+    reqs = []
+    for c in critiques:
+        path = None
+        if cfg.send_image:
+            path = data_dir / images[c.image_id][0]
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: image of critique {c.id!r} not found (set "
+                                        f"send_image=False to send the text only)")
+        reqs.append(refine_request(c, cfg.prompt_version, path, client.cfg.image_detail))
+    return reqs
+
+
+def _assemble_requests(pairs: list[tuple[Critique, dict]], cfg: GenerateConfig, t: dict) -> list[Any]:
+    from aes_lib.generate.llm import assemble_request
+
+    return [assemble_request(c, r, cfg.prompt_version, t, cfg.perception_mcq, cfg.empathy_mcq)
+            for c, r in pairs]
+
+
+def _llm_refine_assemble(critiques: list[Critique], images: dict, data_dir: Path, cfg: GenerateConfig,
+                         client: Any, t: dict, rejects: list[dict], progress: bool
+                         ) -> list[tuple[Critique, dict, list[dict]]]:
+    from aes_lib.generate.llm import reply_to_drafts
+
+    by_id = {c.id: c for c in critiques}
+    refined_pairs = []
+    for res in client.run(_refine_requests(critiques, images, data_dir, cfg, client), progress=progress):
+        c = by_id[res.key.split(":", 1)[1]]
+        if res.ok:
+            refined_pairs.append((c, res.parsed))
+        else:
+            rejects.append({"id": c.id, "stage": "refine", "critique_id": c.id, "reason": res.error})
+    out = []
+    pair_by_id = {c.id: (c, r) for c, r in refined_pairs}
+    for res in client.run(_assemble_requests(refined_pairs, cfg, t), progress=progress):
+        c, refined = pair_by_id[res.key.split(":", 1)[1]]
+        if res.ok:
+            out.append((c, refined, reply_to_drafts(res.parsed, tuple(cfg.open_types))))
+        else:
+            rejects.append({"id": c.id, "stage": "assemble", "critique_id": c.id, "reason": res.error})
+    return out
+
+
+def generate(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_cfg: Any = None,
+             manifest: str | Path | None = "default", critiques_path: str | Path | None = None,
+             data_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run the stage; returns ``{"paths", "stats", "run"}``. ``manifest=None`` means no manifest
+    (every image is then unlisted: use ``unlisted_images='hash_split'``)."""
+    t0 = time.monotonic()
+    cfg.check()
+    paths = default_paths(out_dir)
+    manifest = paths["manifest"] if manifest == "default" else manifest
+    critiques_path = Path(critiques_path or paths["critiques"])
+    data_dir = Path(data_dir or (Path(manifest).parent if manifest else paths["data_dir"]))
+    out = paths["out"]
+    t = offline.load_templates(f"offline_{cfg.prompt_version}")
+    critiques = load_critiques(critiques_path, cfg)
+    images = resolve_images(critiques, load_images(manifest), cfg, str(critiques_path))
+    rejects: list[dict] = []
+    client = None
+    if cfg.backend == "offline":
+        generator = "offline"
+        triples = []
+        for c in critiques:
+            r = offline.refine(c, t)
+            triples.append((c, r, offline.assemble(c, r, t, cfg.seed, cfg.perception_mcq,
+                                                   cfg.empathy_mcq, tuple(cfg.open_types))))
+    else:
+        client = _client_for(cfg, client_cfg, out)
+        generator = f"openai:{client.cfg.model}"
+        triples = _llm_refine_assemble(critiques, images, data_dir, cfg, client, t, rejects, progress)
+    instructions = []
+    for c, _, drafts in triples:
+        image, split = images[c.image_id]
+        for d in drafts:
+            reason = check_draft(d, c, t)
+            if reason:
+                rejects.append({"id": f"{c.id}-{d['slot']}", "stage": "check", "critique_id": c.id,
+                                "reason": reason, "type": d["type"]})
+                continue
+            instructions.append(draft_to_instruction(d, c, image, split, t, cfg.prompt_label(), generator))
+    if cfg.dedupe:
+        instructions, dup_rejects = dedupe(instructions)
+        rejects += dup_rejects
+    usage = client.usage_summary() if client else {"requests_sent": 0, "prompt_tokens": 0,
+                                                     "completion_tokens": 0, "total_tokens": 0,
+                                                     "cost_usd": 0.0}
+    if client:
+        client.close()
+    stats = compute_stats(instructions, len(rejects), cfg.prompt_label(), {
+        "n_critiques": len(critiques), "generator": generator,
+        "annotator_kinds": dict(Counter(c.annotator_kind for c in critiques)),
+        "rejects_by_stage": dict(Counter(r["stage"] for r in rejects))})
+    run = {"stage": "generate", "backend": cfg.backend, "generator": generator,
+           "generate_config": cfg.to_dict(),
+           "client_config": client.cfg.to_dict() if client else None,
+           "prompt_version": cfg.prompt_label(),
+           "prompt_files": {p.name: sha256_text(p.read_text(encoding="utf-8")) for p in cfg.prompt_files()},
+           "inputs": {"critiques": str(critiques_path), "manifest": str(manifest) if manifest else None},
+           "usage": usage, "n_critiques": len(critiques), "n_instructions": len(instructions),
+           "n_rejected": len(rejects), "seconds": round(time.monotonic() - t0, 3)}
+    refined = [r for _, r, _ in triples]
+    written = write_outputs(out, instructions, refined, rejects, stats, run)
+    log.info("%d instructions from %d critiques (%d rejected) -> %s", len(instructions),
+             len(critiques), len(rejects), out)
+    return {"paths": written, "stats": stats, "run": run}
+
+
+def plan_requests(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_cfg: Any = None,
+                  manifest: str | Path | None = "default", critiques_path: str | Path | None = None,
+                  data_dir: str | Path | None = None) -> tuple[Any, list[Any], list[Any]]:
+    """(client, refine requests, assemble requests). Assemble requests exist for critiques whose
+    refined reply is cached; the others get a stand-in built from the offline refinement (for
+    estimates), flagged by the key prefix ``estimate:``."""
+    paths = default_paths(out_dir)
+    manifest = paths["manifest"] if manifest == "default" else manifest
+    critiques_path = Path(critiques_path or paths["critiques"])
+    data_dir = Path(data_dir or (Path(manifest).parent if manifest else paths["data_dir"]))
+    t = offline.load_templates(f"offline_{cfg.prompt_version}")
+    critiques = load_critiques(critiques_path, cfg)
+    images = resolve_images(critiques, load_images(manifest), cfg, str(critiques_path))
+    client = _client_for(cfg, client_cfg, paths["out"])
+    refine = _refine_requests(critiques, images, data_dir, cfg, client)
+    pairs, standins = [], []
+    for c, req in zip(critiques, refine):
+        hit = client.cached(req)
+        if hit is not None:
+            pairs.append((c, hit.parsed))
+        else:
+            standins.append((c, offline.refine(c, t)))
+    assemble = _assemble_requests(pairs, cfg, t)
+    for req in _assemble_requests(standins, cfg, t):
+        req.key = "estimate:" + req.key
+        assemble.append(req)
+    return client, refine, assemble
+
+
+def estimate(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_cfg: Any = None,
+             expected_completion_tokens: tuple[int, int] = (200, 900), **kw: Any) -> dict[str, Any]:
+    """Dry run of the openai backend: requests, tokens and cost; sends nothing."""
+    client, refine, assemble = plan_requests(cfg, out_dir, client_cfg, **kw)
+    est = {"refine": client.estimate(refine, expected_completion_tokens[0]),
+           "assemble": client.estimate(assemble, expected_completion_tokens[1])}
+    est["total_cost_usd"] = round(est["refine"]["est_cost_usd"] + est["assemble"]["est_cost_usd"], 4)
+    est["total_batch_cost_usd"] = round(est["refine"]["est_batch_cost_usd"]
+                                        + est["assemble"]["est_batch_cost_usd"], 4)
+    client.close()
+    return est
+
+
+def batch_export(cfg: GenerateConfig, path: str | Path, out_dir: str | Path = "outputs",
+                 client_cfg: Any = None, **kw: Any) -> dict[str, Any]:
+    """Export the next step's uncached requests as a Batch API file: refine first; once every
+    refinement is cached (after ``batch_import``), the assemble requests."""
+    client, refine, assemble = plan_requests(cfg, out_dir, client_cfg, **kw)
+    pending_refine = [r for r in refine if client.cached(r) is None]
+    if pending_refine:
+        step, reqs = "refine", pending_refine
+    else:
+        step, reqs = "assemble", [r for r in assemble if not r.key.startswith("estimate:")]
+    n = client.batch_export(reqs, path)
+    client.close()
+    return {"step": step, "requests": n, "path": str(path)}
+
+
+def batch_import(cfg: GenerateConfig, path: str | Path, out_dir: str | Path = "outputs",
+                 client_cfg: Any = None, **kw: Any) -> dict[str, Any]:
+    """Import a Batch API results file into the cache; the next ``generate`` run uses it."""
+    client, refine, assemble = plan_requests(cfg, out_dir, client_cfg, **kw)
+    known = refine + [r for r in assemble if not r.key.startswith("estimate:")]
+    result = client.batch_import(known, path)
+    client.close()
+    return result

@@ -1,0 +1,318 @@
+"""Instruction generation: offline backend, checks, exports, openai backend against a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aes_lib.cli import main as aes_main
+from aes_lib.client import ClientConfig
+from aes_lib.generate import GenerateConfig, check_draft, generate
+from aes_lib.generate.offline import load_templates
+from aes_lib.schema import (GRADE_TO_LEVEL, Critique, Instruction, read_jsonl)
+from fake_openai_server import start_server
+from generate_fixtures import make_inputs
+
+TESTS = Path(__file__).resolve().parent
+SECRET = "sk-test-SECRET-generate-456"
+T = load_templates("offline_v1")
+BAND = {1: "low", 2: "low", 3: "mid", 4: "high", 5: "high"}
+HOW = {"high": "Good", "mid": "Average", "low": "Poor"}
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    make_inputs(tmp_path)
+    return tmp_path
+
+
+def load(out: Path) -> tuple[list[Instruction], dict[str, Critique], dict]:
+    ins = read_jsonl(out / "instructions" / "instructions.jsonl", Instruction)
+    crit = {c.id: c for c in read_jsonl(out / "critiques" / "critiques.jsonl", Critique)}
+    manifest = json.loads((out / "data" / "manifest.json").read_text())
+    return ins, crit, {r["id"]: r for r in manifest["images"]}
+
+
+def correct_text(ins: Instruction) -> str:
+    return ins.options[ord(ins.answer) - ord("A")]
+
+
+def agrees(ins: Instruction, c: Critique) -> bool:
+    """Independent re-derivation of the correct answer from the critique."""
+    if ins.type == "level_mcq":
+        return correct_text(ins).lower() == GRADE_TO_LEVEL[c.grade]
+    j = c.attributes[ins.attribute]
+    b = BAND[j["rating"]]
+    text = correct_text(ins)
+    q = ins.conversations[0]["value"].split("\n")[1]
+    if ins.qtype == "how":
+        return text == HOW[b]
+    if ins.qtype == "yes-no":
+        claim = next(x for x in ("good", "average", "poor") if f" {x}" in q)
+        return (text == "Yes") == (claim == HOW[b].lower())
+    word = text.removeprefix("Because its ").rstrip(".").split(" is ")[-1].lower()
+    return word == (j["word"] or "").lower() or (not j["word"] and word in T["words"][ins.attribute][b])
+
+
+def test_offline_outputs_follow_the_contract(inputs):
+    result = generate(GenerateConfig(), inputs, progress=False)
+    out = inputs / "instructions"
+    for name in ("instructions.jsonl", "llava_train.json", "llava_val.json", "llava_test.json",
+                 "messages_train.jsonl", "messages_val.jsonl", "messages_test.jsonl", "stats.json",
+                 "rejects.jsonl", "run.json", "refined.jsonl"):
+        assert (out / name).exists(), name
+    ins, crit, images = load(inputs)
+    assert len(ins) == result["stats"]["n_instructions"] > 0
+    assert len({i.id for i in ins}) == len(ins)
+    types = {i.type for i in ins}
+    assert types == {"perception_mcq", "empathy_mcq", "level_mcq", "description", "interpretation",
+                     "suggestion", "conversation"}
+    assert {i.qtype for i in ins if i.type.endswith("_mcq") and i.type != "level_mcq"} == \
+        {"yes-no", "what", "how", "why"}
+    for i in ins:
+        c = crit[i.critique_ids[0]]
+        assert i.split == images[i.image_id]["split"] and i.image == images[i.image_id]["file"]
+        assert (inputs / "data" / i.image).exists()
+        assert i.prompt_version == "offline_v1" and i.generator == "offline"
+        assert i.annotator_kind == "simulated"
+        if i.options:
+            assert len(set(i.options)) == len(i.options) >= 2
+            assert i.conversations[1]["value"] == f"{i.answer}. {correct_text(i)}"
+            for k, o in enumerate(i.options):
+                assert f"\n{chr(65 + k)}. {o}\n" in i.conversations[0]["value"]
+            assert agrees(i, c), (i.id, i.conversations, c.attributes.get(i.attribute), c.grade)
+    conv = [i for i in ins if i.type == "conversation"]
+    assert all(len(i.conversations) >= 4 for i in conv)
+    # every image's instructions sit in one split, and the splits follow the manifest
+    llava = {s: json.loads((out / f"llava_{s}.json").read_text()) for s in ("train", "val", "test")}
+    for s, rows in llava.items():
+        assert all(images[r["id"].split("-")[1]]["split"] == s for r in rows)
+        for r in rows:
+            assert set(r) == {"id", "image", "conversations", "type", "qtype"}
+            assert r["conversations"][0]["from"] == "human" and r["conversations"][0]["value"].startswith("<image>\n")
+    assert sum(len(v) for v in llava.values()) == len(ins)
+    msgs = [json.loads(x) for x in (out / "messages_val.jsonl").read_text().splitlines()]
+    assert len(msgs) == len(llava["val"]) > 0
+    for m in msgs:
+        assert [t["role"] for t in m["messages"]][:2] == ["user", "assistant"]
+        assert m["messages"][0]["content"].count("<image>") == 1 and len(m["images"]) == 1
+    stats = json.loads((out / "stats.json").read_text())
+    for key in ("counts_by_type", "counts_by_qtype", "counts_by_split", "question_lengths",
+                "answer_lengths", "n_rejected", "prompt_version"):
+        assert key in stats
+    assert sum(stats["counts_by_type"].values()) == len(ins)
+    assert sorted(stats["answer_lengths"]) == sorted(types)
+    run = json.loads((out / "run.json").read_text())
+    assert run["prompt_version"] == "offline_v1" and "offline_v1.yaml" in run["prompt_files"]
+    assert run["generate_config"]["backend"] == "offline"
+
+
+def test_offline_is_deterministic_and_seeded(inputs, tmp_path_factory):
+    generate(GenerateConfig(), inputs, progress=False)
+    first = (inputs / "instructions" / "instructions.jsonl").read_bytes()
+    generate(GenerateConfig(), inputs, progress=False)
+    assert (inputs / "instructions" / "instructions.jsonl").read_bytes() == first
+    generate(GenerateConfig(seed=1), inputs, progress=False)
+    assert (inputs / "instructions" / "instructions.jsonl").read_bytes() != first
+
+
+def test_duplicates_are_removed_with_a_reason(tmp_path):
+    make_inputs(tmp_path, n_photos=1, per_image=1)
+    crit = read_jsonl(tmp_path / "critiques" / "critiques.jsonl", Critique)
+    twin = Critique.from_dict({**crit[0].to_dict(), "id": crit[0].id + "-twin"})
+    make_inputs(tmp_path, n_photos=1, per_image=1, extra_critiques=[twin])
+    result = generate(GenerateConfig(), tmp_path, progress=False)
+    rejects = [json.loads(x) for x in (tmp_path / "instructions" / "rejects.jsonl").read_text().splitlines()]
+    dups = [r for r in rejects if r["stage"] == "dedupe"]
+    assert dups and all(r["reason"].startswith("duplicate of ") for r in dups)
+    assert result["stats"]["n_rejected"] == len(rejects)
+    ins = read_jsonl(tmp_path / "instructions" / "instructions.jsonl", Instruction)
+    keys = [(i.image_id, json.dumps(i.conversations)) for i in ins]
+    assert len(keys) == len(set(keys))
+
+
+def test_unknown_image_is_an_error_unless_hash_split(inputs):
+    extra = Critique(id="orphan-1", image_id="not-in-manifest", annotator="x", annotator_kind="imported",
+                     protocol_version="import:pccd", grade="good",
+                     attributes={"composition": {"rating": 4, "word": None}}, description="Nice lines.",
+                     extra={"image": "http://example.org/a.jpg"})
+    make_inputs(inputs, extra_critiques=[extra])
+    with pytest.raises(ValueError, match="orphan-1.*not-in-manifest"):
+        generate(GenerateConfig(), inputs, progress=False)
+    generate(GenerateConfig(unlisted_images="hash_split"), inputs, progress=False)
+    ins = [i for i in read_jsonl(inputs / "instructions" / "instructions.jsonl", Instruction)
+           if i.image_id == "not-in-manifest"]
+    assert ins and {i.image for i in ins} == {"http://example.org/a.jpg"}
+    assert not [i for i in ins if i.type == "empathy_mcq"]  # no empathy judgments given
+
+
+def test_check_draft_rejects_bad_items():
+    c = Critique(id="c", image_id="i", annotator="a", annotator_kind="human", protocol_version="p",
+                 grade="poor", attributes={"composition": {"rating": 5, "word": None}})
+    good = {"type": "perception_mcq", "qtype": "how", "attribute": "composition",
+            "options": ["Good", "Average", "Poor"], "correct": 0, "judgment": "positive"}
+    assert check_draft(good, c, T) is None
+    assert "unique" in check_draft({**good, "options": ["Good", "good", "Poor"]}, c, T)
+    assert "not one of" in check_draft({**good, "correct": 3}, c, T)
+    assert "negative" in check_draft({**good, "judgment": "negative"}, c, T)
+    assert "not judged" in check_draft({**good, "attribute": "vibe"}, c, T)
+    level = {"type": "level_mcq", "qtype": "level", "attribute": "", "options": ["High", "Medium", "Low"],
+             "correct": 0, "judgment": ""}
+    assert "disagrees" in check_draft(level, c, T)
+    assert check_draft({**level, "correct": 2}, c, T) is None
+
+
+def test_cli_offline_and_config_errors(inputs, capsys):
+    assert aes_main(["generate", "--backend", "offline", "--out", str(inputs), "--no-progress"]) == 0
+    assert "instructions from 24 critiques" in capsys.readouterr().out
+    assert aes_main(["generate", "--out", str(inputs / "nowhere")]) == 2
+    assert "critiques.jsonl: file not found" in capsys.readouterr().err
+
+
+# --- openai backend against the fake server ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def llm_server():
+    with start_server(responder="fake_generate_responder:respond") as s:
+        yield s
+
+
+@pytest.fixture
+def llm(llm_server, monkeypatch):
+    llm_server.control(mode="ok", latency_ms=0, fail_count=1)
+    llm_server.reset()
+    monkeypatch.setenv("AES_GEN_KEY", SECRET)
+    return llm_server
+
+
+def client_cfg(server, **kw) -> ClientConfig:
+    return ClientConfig.from_dict({"base_url": server.base_url, "model": "fake-gpt",
+                                   "api_key_env": "AES_GEN_KEY", "backoff_base_s": 0.01,
+                                   "max_retries": 1, "max_reasks": 1, **kw})
+
+
+def test_openai_backend_end_to_end(llm, tmp_path):
+    bad = Critique(id="bad-one", image_id="photo0__original", annotator="x", annotator_kind="human",
+                   protocol_version="p", grade="good",
+                   attributes={"composition": {"rating": 5, "word": "strong"}},
+                   description="Strong diagonal lines [[bad-item]] carry the eye.")
+    make_inputs(tmp_path, n_photos=2, per_image=1, extra_critiques=[bad])
+    result = generate(GenerateConfig(backend="openai"), tmp_path, client_cfg(llm), progress=False)
+    n_crit = 5
+    assert llm.requests() == 2 * n_crit  # one refine and one assemble per critique
+    body = llm.stats()["last_body"]
+    ins, crit, _ = load(tmp_path)
+    assert ins and all(i.generator == "openai:fake-gpt" for i in ins)
+    assert all(i.prompt_version == "refine_v1+assemble_v1" for i in ins)
+    for i in ins:
+        if i.type == "level_mcq":
+            assert agrees(i, crit[i.critique_ids[0]])
+    rejects = [json.loads(x) for x in (tmp_path / "instructions" / "rejects.jsonl").read_text().splitlines()]
+    bad_rejects = [r for r in rejects if r["critique_id"] == "bad-one" and r["stage"] == "check"]
+    assert len(bad_rejects) == 1 and "'negative' judgment of composition" in bad_rejects[0]["reason"]
+    run = json.loads((tmp_path / "instructions" / "run.json").read_text())
+    assert run["usage"]["requests_sent"] == 2 * n_crit and run["usage"]["total_tokens"] > 0
+    assert run["usage"]["cost_usd"] > 0 and run["client_config"]["api_key_env"] == "AES_GEN_KEY"
+    assert body["model"] == "fake-gpt"
+    # the refine prompt carries the image as a data URL
+    assert result["stats"]["generator"] == "openai:fake-gpt"
+    for p in tmp_path.rglob("*"):
+        if p.is_file():
+            assert SECRET.encode() not in p.read_bytes(), p
+    # a rerun is served from the cache
+    generate(GenerateConfig(backend="openai"), tmp_path, client_cfg(llm), progress=False)
+    assert llm.requests() == 2 * n_crit
+
+
+def test_openai_refine_sends_image_and_failures_become_rejects(llm, tmp_path):
+    make_inputs(tmp_path, n_photos=1, per_image=1)
+    llm.control(mode="non_json")
+    result = generate(GenerateConfig(backend="openai"), tmp_path, client_cfg(llm), progress=False)
+    first = llm.stats()["last_body"]["messages"][1]["content"]
+    assert first[1]["image_url"]["url"].startswith("data:image/png;base64,")
+    rejects = [json.loads(x) for x in (tmp_path / "instructions" / "rejects.jsonl").read_text().splitlines()]
+    assert len(rejects) == 2 and all(r["stage"] == "refine" for r in rejects)
+    assert all("invalid reply after 2 tries" in r["reason"] for r in rejects)
+    assert result["stats"]["n_instructions"] == 0 and llm.requests() == 4
+
+
+def test_batch_export_import_then_generate_sends_nothing(llm, tmp_path, capsys):
+    sys.path.insert(0, str(TESTS))
+    from fake_generate_responder import respond
+
+    make_inputs(tmp_path, n_photos=1, per_image=1)
+    common = ["--out", str(tmp_path), "--base-url", llm.base_url, "--model", "fake-gpt",
+              "--api-key-env", "AES_GEN_KEY"]
+    for step in ("refine", "assemble"):
+        batch = tmp_path / f"{step}_requests.jsonl"
+        assert aes_main(["generate", "batch-export", "--file", str(batch), *common]) == 0
+        assert capsys.readouterr().out.startswith(f"{step}: wrote 2 requests")
+        rows = [json.loads(x) for x in batch.read_text().splitlines()]
+        assert {r["custom_id"].split(":")[0] for r in rows} == {step}
+        results = tmp_path / f"{step}_results.jsonl"
+        results.write_text("".join(json.dumps({"custom_id": r["custom_id"], "response": {
+            "status_code": 200, "body": {"choices": [{"message": {"content": respond(r["body"])}}],
+                                          "usage": {"prompt_tokens": 10, "completion_tokens": 5}}}})
+            + "\n" for r in rows))
+        assert aes_main(["generate", "batch-import", "--file", str(results), *common]) == 0
+        assert "imported 2" in capsys.readouterr().out
+    assert aes_main(["generate", "--backend", "openai", "--no-progress", *common]) == 0
+    assert llm.requests() == 0
+    ins = read_jsonl(tmp_path / "instructions" / "instructions.jsonl", Instruction)
+    assert ins and all(i.generator == "openai:fake-gpt" for i in ins)
+
+
+def test_dry_run_estimates_without_sending(llm, tmp_path, capsys):
+    make_inputs(tmp_path, n_photos=1, per_image=2)
+    assert aes_main(["generate", "--backend", "openai", "--dry-run", "--out", str(tmp_path),
+                     "--base-url", llm.base_url, "--api-key-env", "AES_GEN_KEY"]) == 0
+    est = json.loads(capsys.readouterr().out)
+    assert est["refine"]["to_send"] == 4 and est["assemble"]["to_send"] == 4
+    assert est["total_cost_usd"] > 0 and llm.requests() == 0
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_loss_duplicates_or_resends(llm, tmp_path):
+    make_inputs(tmp_path, n_photos=6, per_image=2)  # 24 critiques -> 48 requests
+    llm.control(latency_ms=150)
+    cmd = [sys.executable, "-m", "aes_lib.cli", "generate", "--backend", "openai", "--out", str(tmp_path),
+           "--base-url", llm.base_url, "--model", "fake-gpt", "--api-key-env", "AES_GEN_KEY",
+           "--concurrency", "2", "--no-progress"]
+    env = {**os.environ, "AES_GEN_KEY": SECRET}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while llm.requests() < 14 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    sent_before = llm.requests()
+    assert 14 <= sent_before < 48, "the run must be killed midway"
+    assert not (tmp_path / "instructions" / "instructions.jsonl").exists()
+    with sqlite3.connect(tmp_path / "instructions" / "llm_cache.sqlite") as db:
+        cached = {h for (h,) in db.execute("SELECT messages_sha256 FROM replies")}
+    assert 0 < len(cached) <= sent_before
+    llm.control(latency_ms=0)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    by_hash = llm.stats()["by_hash"]
+    assert all(by_hash[h] == 1 for h in cached), "a cached request was sent again"
+    assert len(by_hash) == 48  # every distinct request reached the server
+    assert llm.requests() - 48 <= 2  # resent: at most the 2 in flight at the kill
+    ins = read_jsonl(tmp_path / "instructions" / "instructions.jsonl", Instruction)
+    assert len({i.id for i in ins}) == len(ins)  # none duplicated
+    crit = read_jsonl(tmp_path / "critiques" / "critiques.jsonl", Critique)
+    assert {i.critique_ids[0] for i in ins} == {c.id for c in crit}  # none lost
+    # same result as an uninterrupted run
+    fresh = tmp_path / "fresh"
+    make_inputs(fresh, n_photos=6, per_image=2)
+    generate(GenerateConfig(backend="openai"), fresh, client_cfg(llm), progress=False)
+    assert (fresh / "instructions" / "instructions.jsonl").read_bytes() == \
+        (tmp_path / "instructions" / "instructions.jsonl").read_bytes()
