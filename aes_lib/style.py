@@ -5,6 +5,10 @@ from __future__ import annotations
 #: Colours for series measured by this run and series reported by a paper, kept apart.
 MEASURED_COLORS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd")
 REPORTED_COLORS = ("#7f7f7f", "#bcbd22", "#8c564b", "#e377c2", "#17becf", "#ff7f0e")
+#: Line styles that keep the two apart even in grey print: reported = thin dashed, no markers;
+#: measured = thick solid with markers.
+REPORTED_STYLE = {"lw": 1.0, "ls": "--", "alpha": 0.75}
+MEASURED_STYLE = {"lw": 2.6, "ls": "-", "marker": "o", "markersize": 5, "zorder": 5}
 
 
 def apply_style() -> None:

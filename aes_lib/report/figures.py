@@ -1,0 +1,411 @@
+"""Figure functions: plain data in, a matplotlib ``Figure`` out; ``save_figure`` writes PDF+PNG.
+
+Each function takes dicts/lists/DataFrames (never file paths), so it is tested on small fixed
+inputs. Figures are built with ``matplotlib.figure.Figure`` (no pyplot state) in the project
+style, and saved with the metadata that would change between runs removed, so the same inputs
+give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from aes_lib.io import atomic_write_bytes
+from aes_lib.schema import ATTRIBUTE_LABELS, ATTRIBUTES, DEGRADATIONS, GRADES, INSTRUCTION_TYPES, QTYPES
+
+#: Fixed metadata: PDF without dates or a version string, PNG without "Software".
+PRODUCER = "aes_lib.report"
+PDF_METADATA = {"Creator": PRODUCER, "Producer": PRODUCER, "CreationDate": None}
+PNG_METADATA = {"Software": None}
+FIGURE_FORMATS = ("pdf", "png")
+
+MEASURED = "measured by this run"
+
+
+def _figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **kwargs):
+    from matplotlib.figure import Figure
+
+    from aes_lib.style import apply_style
+
+    apply_style()
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kwargs)
+    return fig, axes
+
+
+def _provenance(fig, text: str) -> None:
+    """A small grey line under the figure saying where its numbers come from."""
+    fig.supxlabel(text, fontsize=7, color="#555555", x=0.0, ha="left")
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _who(annotator_kind: str) -> str:
+    kind = annotator_kind or "unknown"
+    return f"{kind} annotators, {MEASURED}"
+
+
+def save_figure(fig, folder: str | Path, name: str) -> list[Path]:
+    """Write ``<folder>/<name>.pdf`` and ``.png`` with deterministic bytes; return the paths."""
+    paths = []
+    for ext in FIGURE_FORMATS:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, metadata=PDF_METADATA if ext == "pdf" else PNG_METADATA)
+        paths.append(atomic_write_bytes(Path(folder) / f"{name}.{ext}", buf.getvalue()))
+    return paths
+
+
+def _ordered(keys, preferred: Sequence[str]) -> list[str]:
+    """Known keys in their canonical order, then any others sorted."""
+    keys = list(keys)
+    return [k for k in preferred if k in keys] + sorted(k for k in keys if k not in preferred)
+
+
+def _barh(ax, labels: Sequence[str], values: Sequence[float], color: str, fmt: str = "{:g}") -> None:
+    ypos = list(range(len(labels)))
+    bars = ax.barh(ypos, values, color=color)
+    ax.set_yticks(ypos, labels)
+    ax.invert_yaxis()
+    ax.bar_label(bars, [fmt.format(v) for v in values], padding=2, fontsize=7)
+    ax.margins(x=0.15)
+
+
+# --- dataset -----------------------------------------------------------------------------
+
+def fig_dataset_composition(images: Sequence[Mapping[str, Any]]):
+    """Images per source photo (stacked by split), per degradation and per category."""
+    from aes_lib.schema import SPLITS
+    from aes_lib.style import MEASURED_COLORS
+
+    fig, axes = _figure(10, 3.6, 1, 3)
+    src_key = lambda im: im.get("source_name") or im["source_photo"]  # noqa: E731
+    sources = sorted({src_key(im) for im in images})
+    left = [0] * len(sources)
+    ax = axes[0, 0]
+    for split, color in zip(SPLITS, MEASURED_COLORS[1:] + MEASURED_COLORS[:1]):
+        counts = Counter(src_key(im) for im in images if im["split"] == split)
+        widths = [counts.get(s, 0) for s in sources]
+        ax.barh(range(len(sources)), widths, left=left, color=color, label=split)
+        left = [a + b for a, b in zip(left, widths)]
+    ax.set_yticks(range(len(sources)), sources)
+    ax.invert_yaxis()
+    ax.set_xlabel("images")
+    ax.set_title("per source photo")
+    ax.legend(title="split", fontsize=7)
+    deg = Counter(im.get("degradation", "none") for im in images)
+    labels = _ordered(deg, DEGRADATIONS)
+    _barh(axes[0, 1], labels, [deg[k] for k in labels], MEASURED_COLORS[1])
+    axes[0, 1].set_title("per degradation")
+    axes[0, 1].set_xlabel("images")
+    cat = Counter(im.get("category") or "(none)" for im in images)
+    labels = sorted(cat)
+    _barh(axes[0, 2], labels, [cat[k] for k in labels], MEASURED_COLORS[2])
+    axes[0, 2].set_title("per category")
+    axes[0, 2].set_xlabel("images")
+    fig.suptitle(f"Dataset composition: {len(images)} images from {len(sources)} source photos")
+    _provenance(fig, f"Counts {MEASURED} from data/manifest.json.")
+    return fig
+
+
+# --- critiques ---------------------------------------------------------------------------
+
+def fig_critique_grades(grade_counts: Mapping[str, int], annotator_kind: str,
+                        consensus_counts: Mapping[str, int] | None = None):
+    """Critiques per overall grade and, when given, images per consensus grade."""
+    from aes_lib.style import MEASURED_COLORS
+
+    panels = [("critiques per grade", grade_counts, "critiques")]
+    if consensus_counts is not None:
+        panels.append(("images per consensus grade", consensus_counts, "images"))
+    fig, axes = _figure(3.4 * len(panels), 3.0, 1, len(panels))
+    for ax, (title, counts, unit), color in zip(axes[0], panels, MEASURED_COLORS):
+        labels = _ordered(counts, GRADES)
+        values = [int(counts.get(g, 0)) for g in labels]
+        bars = ax.bar(range(len(labels)), values, color=color)
+        ax.set_xticks(range(len(labels)), labels)
+        ax.bar_label(bars, padding=2, fontsize=7)
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.margins(y=0.15)
+    fig.suptitle("Overall aesthetic grades")
+    _provenance(fig, f"{_who(annotator_kind)}.")
+    return fig
+
+
+def fig_attribute_ratings(attribute_ratings: Mapping[str, Mapping[Any, int]], annotator_kind: str):
+    """Share of each rating 1-5 per attribute, as 100% stacked bars, with the mean rating."""
+    import matplotlib
+
+    attrs = _ordered(attribute_ratings, ATTRIBUTES)
+    fig, axes = _figure(7, 0.35 * len(attrs) + 1.6)
+    ax = axes[0, 0]
+    cmap = matplotlib.colormaps["RdYlGn"]
+    rows = [{int(k): int(v) for k, v in attribute_ratings[a].items()} for a in attrs]
+    left = [0.0] * len(attrs)
+    for r in range(1, 6):
+        shares = [row.get(r, 0) / max(1, sum(row.values())) for row in rows]
+        ax.barh(range(len(attrs)), shares, left=left, color=cmap((r - 1) / 4), label=str(r),
+                edgecolor="white", linewidth=0.5)
+        left = [a + b for a, b in zip(left, shares)]
+    means = [sum(k * v for k, v in row.items()) / max(1, sum(row.values())) for row in rows]
+    ax.set_yticks(range(len(attrs)),
+                  [f"{ATTRIBUTE_LABELS.get(a, a)} (mean {m:.2f})" for a, m in zip(attrs, means)])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of critiques")
+    ax.legend(title="rating", ncols=5, loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=7)
+    ax.set_title("Attribute ratings (1 = very poor, 5 = excellent)")
+    _provenance(fig, f"{_who(annotator_kind)}.")
+    return fig
+
+
+def fig_description_lengths(lengths: Sequence[int], annotator_kind: str):
+    """Histogram of critique description lengths in words, with the median marked."""
+    import numpy as np
+
+    from aes_lib.style import MEASURED_COLORS
+
+    fig, axes = _figure(5, 3)
+    ax = axes[0, 0]
+    values = np.asarray(lengths, dtype=float)
+    ax.hist(values, bins=min(30, max(5, len(set(lengths)))), color=MEASURED_COLORS[1])
+    if len(values):
+        med = float(np.median(values))
+        ax.axvline(med, color="black", lw=1, ls=":")
+        ax.annotate(f"median {med:g}", (med, 1), xycoords=("data", "axes fraction"),
+                    xytext=(3, -10), textcoords="offset points", fontsize=7)
+    ax.set_xlabel("words per description")
+    ax.set_ylabel("critiques")
+    ax.set_title(f"Description lengths ({len(values)} critiques)")
+    _provenance(fig, f"{_who(annotator_kind)}.")
+    return fig
+
+
+def fig_characteristic_words(words: Mapping[str, Sequence[Sequence[Any]]], annotator_kind: str,
+                             top_k: int = 5):
+    """The ``top_k`` most characteristic words per attribute, one small panel each."""
+    from aes_lib.style import MEASURED_COLORS
+
+    attrs = _ordered(words, ATTRIBUTES)
+    ncols = min(4, max(1, len(attrs)))
+    nrows = math.ceil(len(attrs) / ncols) or 1
+    fig, axes = _figure(2.6 * ncols, 0.25 * top_k * nrows + 1.2 * nrows, nrows, ncols)
+    flat = list(axes.flat)
+    for ax, attr in zip(flat, attrs):
+        top = list(words[attr])[:top_k]
+        _barh(ax, [str(w) for w, _ in top], [float(s) for _, s in top], MEASURED_COLORS[3], "{:.2f}")
+        ax.set_title(ATTRIBUTE_LABELS.get(attr, attr))
+        ax.tick_params(axis="x", labelsize=6)
+    for ax in flat[len(attrs):]:
+        ax.set_visible(False)
+    fig.suptitle("Most characteristic words per attribute (score as computed by the collect stage)")
+    _provenance(fig, f"{_who(annotator_kind)}.")
+    return fig
+
+
+def fig_agreement(agreement: Mapping[str, float | None], annotator_kind: str):
+    """Krippendorff's ordinal alpha for the grade and each attribute, with the usual thresholds."""
+    from aes_lib.style import MEASURED_COLORS
+
+    keys = _ordered(agreement, ("grade",) + ATTRIBUTES)
+    values = [agreement[k] for k in keys]
+    shown = [0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in values]
+    fig, axes = _figure(5.5, 0.3 * len(keys) + 1.4)
+    ax = axes[0, 0]
+    labels = ["overall grade" if k == "grade" else ATTRIBUTE_LABELS.get(k, k) for k in keys]
+    bars = ax.barh(range(len(keys)), shown, color=MEASURED_COLORS[0])
+    ax.set_yticks(range(len(keys)), labels)
+    ax.invert_yaxis()
+    ax.bar_label(bars, ["n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+                        for v in values], padding=2, fontsize=7)
+    for x, name in ((0.667, "0.667: tentative"), (0.8, "0.8: reliable")):
+        ax.axvline(x, color="#555555", lw=0.8, ls=":")
+        ax.annotate(name, (x, 1.0), xycoords=("data", "axes fraction"), rotation=90, fontsize=6,
+                    va="top", ha="right", color="#555555")
+    ax.set_xlim(min(0.0, min(shown, default=0.0)) - 0.05, 1.05)
+    ax.set_xlabel("Krippendorff's alpha (ordinal)")
+    ax.set_title("Inter-annotator agreement")
+    _provenance(fig, f"{_who(annotator_kind)}; thresholds after Krippendorff (2004).")
+    return fig
+
+
+# --- instructions -------------------------------------------------------------------------
+
+def fig_instruction_types(counts_by_type: Mapping[str, int], counts_by_qtype: Mapping[str, int]):
+    """Instructions per type and per question form."""
+    from aes_lib.style import MEASURED_COLORS
+
+    fig, axes = _figure(8.5, 3.2, 1, 2)
+    labels = _ordered(counts_by_type, INSTRUCTION_TYPES)
+    _barh(axes[0, 0], labels, [int(counts_by_type[k]) for k in labels], MEASURED_COLORS[1])
+    axes[0, 0].set_title("per instruction type")
+    labels = _ordered(counts_by_qtype, QTYPES + ("level", "open", "multi-turn"))
+    _barh(axes[0, 1], labels, [int(counts_by_qtype[k]) for k in labels], MEASURED_COLORS[2])
+    axes[0, 1].set_title("per question form")
+    for ax in axes[0]:
+        ax.set_xlabel("instructions")
+    fig.suptitle(f"Instructions: {sum(int(v) for v in counts_by_type.values())} in all")
+    _provenance(fig, f"Counts {MEASURED} from instructions/stats.json.")
+    return fig
+
+
+def fig_instruction_lengths(question_lengths: Mapping[str, Sequence[int]],
+                            answer_lengths: Mapping[str, Sequence[int]]):
+    """Question and answer lengths (words) per instruction type, as box plots."""
+    from aes_lib.style import MEASURED_COLORS
+
+    fig, axes = _figure(8.5, 3.4, 1, 2)
+    for ax, (title, data), color in zip(axes[0], (("questions", question_lengths),
+                                                  ("answers", answer_lengths)), MEASURED_COLORS[1:]):
+        types = _ordered([t for t in data if len(data[t])], INSTRUCTION_TYPES)
+        if types:
+            box = ax.boxplot([list(data[t]) for t in types], orientation="horizontal",
+                             patch_artist=True, widths=0.6, flierprops={"markersize": 2})
+            for patch in box["boxes"]:
+                patch.set_facecolor(color)
+            ax.set_yticks(range(1, len(types) + 1), types)
+        ax.invert_yaxis()
+        ax.set_xlabel("words")
+        ax.set_title(title)
+    fig.suptitle("Instruction lengths per type")
+    _provenance(fig, f"Word counts {MEASURED} from instructions/stats.json.")
+    return fig
+
+
+# --- training -----------------------------------------------------------------------------
+
+def fig_loss_curve(loss, smoothing: float = 0.9):
+    """Training loss per step (raw and exponentially smoothed) and the learning rate."""
+    from aes_lib.style import MEASURED_COLORS
+
+    has_lr = "lr" in loss.columns and loss["lr"].notna().any()
+    fig, axes = _figure(6, 4.2 if has_lr else 3, 2 if has_lr else 1, 1, sharex=True,
+                        gridspec_kw={"height_ratios": [3, 1]} if has_lr else None)
+    ax = axes[0, 0]
+    steps, values = loss["step"].tolist(), loss["loss"].astype(float).tolist()
+    ax.plot(steps, values, color=MEASURED_COLORS[0], alpha=0.3, lw=0.8, label="loss")
+    smooth, acc = [], None
+    for v in values:
+        acc = v if acc is None else smoothing * acc + (1 - smoothing) * v
+        smooth.append(acc)
+    ax.plot(steps, smooth, color=MEASURED_COLORS[0], lw=1.8, label=f"smoothed (EMA {smoothing:g})")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=7)
+    if values:
+        ax.set_title(f"Training loss: {values[0]:.3g} at step {steps[0]} to {values[-1]:.3g} "
+                     f"at step {steps[-1]}")
+    if has_lr:
+        axes[1, 0].plot(steps, loss["lr"].tolist(), color=MEASURED_COLORS[1], lw=1.2)
+        axes[1, 0].set_ylabel("learning rate")
+        axes[1, 0].ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    axes[-1, 0].set_xlabel("optimizer step")
+    _provenance(fig, f"Loss {MEASURED} (train/run/loss.csv).")
+    return fig
+
+
+# --- results ------------------------------------------------------------------------------
+
+def fig_radar_aesbench(reported: Mapping[str, Mapping[str, float]],
+                       measured: Mapping[str, Mapping[str, float]],
+                       columns: Mapping[str, tuple[str, float]], reported_label: str,
+                       measured_label: str = MEASURED):
+    """Radar over the benchmark's dimensions: reported models thin/dashed/grey-toned, this
+    run's models thick/solid/coloured with markers, in separate legends.
+
+    ``columns`` maps a key to ``(axis label, full scale)``; every axis is drawn as a share of
+    its full scale (accuracy out of 100 %, AesI out of 2).
+    """
+    import numpy as np
+
+    from aes_lib.style import MEASURED_COLORS, MEASURED_STYLE, REPORTED_COLORS, REPORTED_STYLE
+
+    keys = list(columns)
+    angles = np.linspace(0, 2 * np.pi, len(keys), endpoint=False).tolist()
+    fig, axes = _figure(7.5, 6.2, subplot_kw={"projection": "polar"})
+    ax = axes[0, 0]
+
+    def ring(scores):
+        vals = [scores.get(k, float("nan")) / columns[k][1] for k in keys]
+        return angles + angles[:1], vals + vals[:1]
+
+    rep_handles, meas_handles = [], []
+    for i, (model, scores) in enumerate(reported.items()):
+        x, y = ring(scores)
+        (h,) = ax.plot(x, y, color=REPORTED_COLORS[i % len(REPORTED_COLORS)], label=model,
+                       **REPORTED_STYLE)
+        rep_handles.append(h)
+    for i, (model, scores) in enumerate(measured.items()):
+        x, y = ring(scores)
+        color = MEASURED_COLORS[i % len(MEASURED_COLORS)]
+        (h,) = ax.plot(x, y, color=color, label=model, **MEASURED_STYLE)
+        ax.fill(x, np.nan_to_num(y), color=color, alpha=0.08)
+        meas_handles.append(h)
+    ax.set_xticks(angles, [f"{columns[k][0]}\n(of {columns[k][1]:g}{' %' if columns[k][1] == 100 else ''})"
+                           for k in keys], fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_yticks([0.25, 0.5, 0.75, 1.0], ["25%", "50%", "75%", "100%"], fontsize=6, color="#777777")
+    ax.set_rlabel_position(90 / len(keys))
+    ax.spines["polar"].set_visible(False)
+    fig.legend(handles=rep_handles, title=_cap(reported_label) + "\n(thin, dashed)",
+               loc="outside center right", fontsize=7, title_fontsize=8, frameon=False)
+    if meas_handles:
+        fig.legend(handles=meas_handles, title=_cap(measured_label) + "\n(thick, solid)",
+                   loc="outside right upper", fontsize=7, title_fontsize=8, frameon=False)
+    ax.set_title("Benchmark dimensions, as a share of each full scale", pad=24)
+    _provenance(fig, "Our benchmark is not AesBench (different images, questions and judge):\n"
+                     "measured and reported numbers are not directly comparable.")
+    return fig
+
+
+def fig_bars(results, group_by: str, judge: str = ""):
+    """Bars per ``group_by`` group, one bar per model, with the confidence interval, one panel
+    per dimension (accuracy for multiple choice, the AesI overall score for AesI)."""
+    import numpy as np
+
+    from aes_lib.report.loaders import split_metric
+    from aes_lib.schema import DIMENSIONS
+    from aes_lib.style import MEASURED_COLORS
+
+    sub = results[results["group_by"] == group_by]
+    base_judge = [split_metric(m) for m in sub["metric"]]
+    sub = sub.assign(_base=[b for b, _ in base_judge], _judge=[j for _, j in base_judge])
+    wanted = (sub["_base"] == "accuracy") | ((sub["_base"] == "overall") & (sub["_judge"] == judge))
+    sub = sub[wanted]
+    dims = _ordered(sorted(set(sub["dimension"])), DIMENSIONS)
+    models = list(dict.fromkeys(results["model"]))
+    fig, axes = _figure(max(4.0, 3.4 * len(dims)), 3.4, 1, max(1, len(dims)))
+    order = {"attribute": ATTRIBUTES, "qtype": QTYPES, "source": ("NIs", "AIs", "AGIs")}.get(group_by, ())
+    for ax, dim in zip(axes[0], dims):
+        d = sub[sub["dimension"] == dim]
+        groups = _ordered(sorted(set(d["group"].astype(str))), order)
+        scale = 1.0 if dim == "AesI" else 100.0
+        width = 0.8 / max(1, len(models))
+        for i, model in enumerate(models):
+            m = d[d["model"] == model].set_index(d[d["model"] == model]["group"].astype(str))
+            vals = np.array([m["value"].get(g, np.nan) for g in groups], dtype=float) * scale
+            lo = np.array([m["ci_low"].get(g, np.nan) for g in groups], dtype=float) * scale
+            hi = np.array([m["ci_high"].get(g, np.nan) for g in groups], dtype=float) * scale
+            err = np.nan_to_num(np.vstack([vals - lo, hi - vals]).clip(min=0))
+            x = np.arange(len(groups)) + (i - (len(models) - 1) / 2) * width
+            ax.bar(x, vals, width, yerr=err, capsize=2, color=MEASURED_COLORS[i % len(MEASURED_COLORS)],
+                   label=model, error_kw={"lw": 0.8})
+        ax.set_xticks(range(len(groups)), [ATTRIBUTE_LABELS.get(g, g) for g in groups],
+                      rotation=30 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center")
+        ax.set_ylim(0, 2 if dim == "AesI" else 100)
+        ax.set_ylabel(f"overall [{judge}] (0-2)" if dim == "AesI" else "accuracy (%)")
+        ax.set_title(dim)
+    if not dims:
+        axes[0, 0].text(0.5, 0.5, f"no results grouped by {group_by}", ha="center", va="center",
+                        transform=axes[0, 0].transAxes)
+    else:
+        axes[0, -1].legend(title="model", fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(f"Results per {group_by} (error bars: confidence interval)")
+    _provenance(fig, f"All numbers {MEASURED} on this project's benchmark (eval/results.csv), "
+                     "not AesBench.")
+    return fig

@@ -1,0 +1,180 @@
+"""Tables as lists of string rows, written as CSV, Markdown and LaTeX (booktabs).
+
+Cells are formatted here, once, so the three files agree and are byte-identical run to run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from aes_lib.io import atomic_write_text
+from aes_lib.report.reference import BENCH_COLUMNS, reported_scores, source_label
+from aes_lib.schema import INSTRUCTION_TYPES
+
+TABLE_FORMATS = ("csv", "md", "tex")
+MEASURED = "measured by this run"
+NA = "n/a"
+
+
+@dataclass
+class Table:
+    """A titled table of strings; ``notes`` are printed under it."""
+
+    columns: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(self.columns)
+        writer.writerows(self.rows)
+        return buf.getvalue()
+
+    def to_markdown(self) -> str:
+        esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+        lines = ["| " + " | ".join(map(esc, self.columns)) + " |",
+                 "|" + "|".join("---" for _ in self.columns) + "|"]
+        lines += ["| " + " | ".join(map(esc, row)) + " |" for row in self.rows]
+        if self.notes:
+            lines += [""] + [f"*{n}*" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def to_latex(self) -> str:
+        spec = "l" * min(2, len(self.columns)) + "r" * max(0, len(self.columns) - 2)
+        lines = [r"\begin{table}[t]", r"\centering", r"\small"]
+        if self.caption:
+            lines.append(r"\caption{" + latex_escape(self.caption) + "}")
+        lines += [r"\begin{tabular}{" + spec + "}", r"\toprule",
+                  " & ".join(latex_escape(c) for c in self.columns) + r" \\", r"\midrule"]
+        kinds = [row[0] for row in self.rows]
+        for i, row in enumerate(self.rows):
+            if i and self.columns[0] == "kind" and kinds[i] != kinds[i - 1]:
+                lines.append(r"\midrule")
+            lines.append(" & ".join(latex_escape(c) for c in row) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        for note in self.notes:
+            lines.append(r"\par\footnotesize " + latex_escape(note))
+        lines.append(r"\end{table}")
+        return "\n".join(lines) + "\n"
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+          "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: Any) -> str:
+    return "".join(_LATEX.get(ch, ch) for ch in str(text))
+
+
+def write_table(table: Table, folder: str | Path, name: str) -> list[Path]:
+    """Write ``<folder>/<name>.csv``, ``.md`` and ``.tex``; return the paths."""
+    folder = Path(folder)
+    return [atomic_write_text(folder / f"{name}.csv", table.to_csv()),
+            atomic_write_text(folder / f"{name}.md", table.to_markdown()),
+            atomic_write_text(folder / f"{name}.tex", table.to_latex())]
+
+
+def _fmt(value: Any, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NA
+    return f"{float(value):.{digits}f}"
+
+
+def _digits(key: str) -> int:
+    return 2 if BENCH_COLUMNS[key][1] == 100 else 3
+
+
+def measured_scores(results, judge: str = "") -> dict[str, dict[str, float]]:
+    """``{model: {column: value}}`` from ``eval/results.csv`` rows with ``group_by == "all"``,
+    on the reference file's scales (accuracy in %, AesI 0-2 from ``judge``)."""
+    from aes_lib.report.loaders import split_metric
+
+    out: dict[str, dict[str, float]] = {}
+    for row in results[results["group_by"] == "all"].itertuples(index=False):
+        base, row_judge = split_metric(row.metric)
+        if base == "accuracy" and row.dimension in ("AesP", "AesE", "AesA"):
+            out.setdefault(row.model, {})[row.dimension] = float(row.value) * 100.0
+        elif row.dimension == "AesI" and row_judge == judge and f"AesI_{base}" in BENCH_COLUMNS:
+            out.setdefault(row.model, {})[f"AesI_{base}"] = float(row.value)
+    for model in dict.fromkeys(results["model"]):
+        out.setdefault(model, {})
+    return out
+
+
+def judges(results) -> list[str]:
+    """The AesI judges present in ``results``, sorted."""
+    from aes_lib.report.loaders import split_metric
+
+    return sorted({split_metric(m)[1] for m, d in zip(results["metric"], results["dimension"])
+                   if d == "AesI"} - {""})
+
+
+def table_main_results(ref: Mapping[str, Any], measured: Mapping[str, Mapping[str, float]] | None,
+                       run_label: str = "", judge: str = "") -> Table:
+    """Reported rows (with their source) above measured rows (with their run)."""
+    columns = ["kind", "model", "source"] + [BENCH_COLUMNS[k][0] for k in BENCH_COLUMNS]
+    src = ref["benchmark"]["source"]
+    citation = ref["sources"][src]["citation"].split(",")[-1].strip()
+    rows = [["reported", model, f"{source_label(ref, src)} ({citation})"]
+            + [_fmt(scores.get(k), _digits(k)) for k in BENCH_COLUMNS]
+            for model, scores in reported_scores(ref).items()]
+    where = MEASURED + (f" ({run_label})" if run_label else "")
+    for model, scores in (measured or {}).items():
+        rows.append(["measured", model, where] + [_fmt(scores.get(k), _digits(k)) for k in BENCH_COLUMNS])
+    notes = ["AesP, AesE, AesA: accuracy (%); AesI: 0-2 scores."]
+    if measured:
+        notes.append("Measured rows come from this project's benchmark, not AesBench; the two are "
+                     "not directly comparable." + (f" AesI judged by {judge}." if judge else ""))
+    else:
+        notes.append("No measured rows: eval/results.csv was not found.")
+    return Table(columns, rows, "Main results: reported by AesBench vs " + MEASURED, notes)
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
+def table_dataset_stats(ref: Mapping[str, Any], images: Sequence[Mapping[str, Any]] | None,
+                        critique_stats: Mapping[str, Any] | None,
+                        instruction_stats: Mapping[str, Any] | None) -> Table:
+    """AesMMIT's statistics as reported beside AesMMIT-mini's as measured (n/a where absent)."""
+    ds = ref.get("dataset", {})
+    rep = ds.get("values", {})
+    rep_label = source_label(ref, ds["source"]) if ds else "reported"
+    rows: list[list[str]] = []
+
+    def add(stat: str, reported: Any, measured: Any) -> None:
+        rows.append([stat, NA if reported is None else str(reported), NA if measured is None else str(measured)])
+
+    add("images", rep.get("images"), len(images) if images is not None else None)
+    add("source photos", None, len({im["source_photo"] for im in images}) if images is not None else None)
+    cs = critique_stats or {}
+    kind = cs.get("annotator_kind", "")
+    add("critiques (human feedbacks)" if kind == "human" else f"critiques ({kind or 'unknown'} annotators)",
+        rep.get("human_feedbacks"), cs.get("n_critiques"))
+    add("annotators", None, f"{cs['n_annotators']} ({kind})" if critique_stats else None)
+    lengths = cs.get("description_lengths") or []
+    add("avg. description length (words)", None, _fmt(_mean(lengths), 1) if lengths else None)
+    ist = instruction_stats or {}
+    by_type = ist.get("counts_by_type") or {}
+    add("instructions", rep.get("instructions"), sum(by_type.values()) if instruction_stats else None)
+    for t in [t for t in INSTRUCTION_TYPES if t in by_type] + sorted(set(by_type) - set(INSTRUCTION_TYPES)):
+        add(f"instructions: {t}", None, by_type[t])
+    for what in ("question", "answer"):
+        per_type = ist.get(f"{what}_lengths") or {}
+        allv = [v for t in sorted(per_type) for v in per_type[t]]
+        add(f"avg. {what} length (words)", None, _fmt(_mean(allv), 1) if allv else None)
+    notes = [f"AesMMIT column: {rep_label} ({ref['sources'][ds['source']]['citation'].split(',')[-1].strip()})."
+             if ds else "", "AesMMIT-mini column: " + MEASURED + "."]
+    if ds.get("not_reported"):
+        notes.append("n/a in the AesMMIT column: " + ds["not_reported"] + ".")
+    return Table(["statistic", f"AesMMIT ({rep_label})", f"AesMMIT-mini ({MEASURED})"], rows,
+                 "Dataset statistics", [n for n in notes if n])
