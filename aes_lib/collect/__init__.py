@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .importers import FORMATS, ImportOptions, ImportResult, import_file, score_to_grade, score_to_rating
 from .pipeline import (collect_outputs, critiques_dir, export_jsonl, import_into_store, load_manifest,
-                       open_store, simulate_into_store, write_stats)
+                       open_store, simulate_into_store, store_summary, write_stats)
 from .protocol import STEPS, Protocol, load_protocol, protocol_from_dict
 from .simulate import SimulateConfig, simulate_critique, simulate_critiques
 from .stats import compute_stats, consensus_rows, ordinal_alpha, plot_stats
@@ -24,7 +24,7 @@ from .store import CritiqueStore
 __all__ = [
     "FORMATS", "ImportOptions", "ImportResult", "import_file", "score_to_grade", "score_to_rating",
     "collect_outputs", "critiques_dir", "export_jsonl", "import_into_store", "load_manifest",
-    "open_store", "simulate_into_store", "write_stats", "STEPS", "Protocol", "load_protocol",
+    "open_store", "simulate_into_store", "store_summary", "write_stats", "STEPS", "Protocol", "load_protocol",
     "protocol_from_dict", "SimulateConfig", "simulate_critique", "simulate_critiques",
     "compute_stats", "consensus_rows", "ordinal_alpha", "plot_stats", "CritiqueStore",
     "AnnotationTool", "register_cli",

@@ -91,6 +91,25 @@ def write_stats(out_dir: str | Path, critiques: list[Critique] | None = None) ->
     return stats
 
 
+def store_summary(out_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per annotator kind: critiques, images and annotators in the store, plus flags/skips."""
+    with open_store(out_dir) as store:
+        critiques, events = store.critiques(), store.events()
+    rows = []
+    for kind in sorted({c.annotator_kind for c in critiques}):
+        cs = [c for c in critiques if c.annotator_kind == kind]
+        rows.append({"annotator_kind": kind, "critiques": len(cs), "images": len({c.image_id for c in cs}),
+                     "annotators": len({c.annotator for c in cs}),
+                     "protocols": ", ".join(sorted({c.protocol_version for c in cs}))})
+    for kind in ("flag", "skip"):
+        n = sum(1 for e in events if e["kind"] == kind)
+        if n:
+            rows.append({"annotator_kind": f"human ({kind}s)", "critiques": 0, "images": n,
+                         "annotators": len({e["annotator"] for e in events if e["kind"] == kind}),
+                         "protocols": ""})
+    return rows
+
+
 def collect_outputs(out_dir: str | Path) -> list[Path]:
     d = critiques_dir(out_dir)
     return [d / n for n in (DB_NAME, "critiques.jsonl", "consensus.csv", "stats.json")]

@@ -80,6 +80,20 @@ class Protocol:
     def grade_for_shortcut(self, key: str) -> str | None:
         return next((g.key for g in self.grades if g.shortcut and g.shortcut == key), None)
 
+    def rows(self) -> list[dict[str, Any]]:
+        """The protocol as a table: one row per question, in the order an annotator meets them."""
+        grades = ", ".join(f"{g.label} ({g.level})" for g in self.grades)
+        rows = [{"level": 1, "question": self.grade_question, "answer": grades,
+                 "required": self.grade_required}]
+        rows += [{"level": 2, "question": f"[{a.group}] {a.question}",
+                  "answer": "rating 1-5 + word" + ("" if a.word_required else " (optional)"),
+                  "required": a.required} for a in self.attributes]
+        for q, name in ((self.description, "description"), (self.suggestion, "suggestion")):
+            rows.append({"level": 3, "question": q.question,
+                         "answer": f"free text ({name}, at least {q.min_words} words)",
+                         "required": q.required})
+        return rows
+
     # --- validation of one level's answers --------------------------------------------------
     def validate_step(self, step: str, answers: dict[str, Any]) -> list[str]:
         """Problems with the answers of ``step`` (one of :data:`STEPS`); empty when valid."""

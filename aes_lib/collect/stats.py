@@ -84,40 +84,55 @@ def _tokens(text: str) -> list[str]:
     return [w for w in re.findall(r"[a-z][a-z'-]+", text.lower()) if w not in _STOP and len(w) > 2]
 
 
-def characteristic_words(critiques: list[Critique], top: int = 10) -> dict[str, list[list]]:
-    """Per attribute, the words that most distinguish low-rated (1-2) from high-rated (4-5) critiques.
+def _attribute_tokens(c: Critique, attr: str) -> list[str]:
+    """The words a critique gives for one attribute: its one-word answer, plus, for imported
+    critiques that carry per-attribute texts (PCCD), the words of the texts mapped to ``attr``."""
+    from .importers import PCCD_TO_ATTRIBUTE
 
-    Score = smoothed log-odds of the word in the attribute's low-rated critiques (their chosen word
-    and description) against the high-rated ones; positive = characteristic of low ratings.
-    Attributes with too few critiques on either side fall back to the most frequent chosen words.
+    word = (c.attributes.get(attr, {}).get("word") or "").strip().lower()
+    tokens = [word] if word else []
+    texts = c.extra.get("attribute_texts") if isinstance(c.extra, dict) else None
+    if isinstance(texts, dict):
+        for f in PCCD_TO_ATTRIBUTE.get(attr, ()):
+            tokens += _tokens(str(texts.get(f, "")))
+    return tokens
+
+
+def characteristic_words(critiques: list[Critique], top: int = 10) -> dict[str, list[list]]:
+    """Per attribute, the words that most distinguish low-rated (1-2) from high-rated (4-5) answers.
+
+    Words come from each critique's answer for that attribute (the one-word answer; for PCCD
+    imports also the attribute's critique text). Score = smoothed log-odds of the word among
+    low-rated answers against high-rated ones: positive = said of low ratings, negative = of high
+    ones; the ``top // 2`` strongest of each sign are kept. When one side is empty the most
+    frequent words are listed with their share of answers instead.
     """
     out: dict[str, list[list]] = {}
     for attr in ATTRIBUTES:
-        low, high = Counter(), Counter()
-        words = Counter()
+        low, high, freq = Counter(), Counter(), Counter()
+        n_answers = 0
         for c in critiques:
             r = c.rating(attr)
             if r is None:
                 continue
-            w = (c.attributes[attr].get("word") or "").strip().lower()
-            if w:
-                words[w] += 1
-            toks = _tokens(c.description) + ([w] if w else [])
+            toks = set(_attribute_tokens(c, attr))
+            n_answers += 1
+            freq.update(toks)
             if r <= 2:
-                low.update(set(toks))
+                low.update(toks)
             elif r >= 4:
-                high.update(set(toks))
+                high.update(toks)
         if low and high:
-            n_low, n_high = sum(low.values()), sum(high.values())
-            vocab = set(low) | set(high)
-            scored = [[w, round(math.log((low[w] + 0.5) / (n_low + 0.5 * len(vocab)))
-                                - math.log((high[w] + 0.5) / (n_high + 0.5 * len(vocab))), 4)]
-                      for w in vocab if low[w] + high[w] >= 2]
-            scored.sort(key=lambda x: (-abs(x[1]), x[0]))
-            out[attr] = scored[:top]
+            n_low, n_high, v = sum(low.values()), sum(high.values()), len(set(low) | set(high))
+            scored = [[w, round(math.log((low[w] + 0.5) / (n_low + 0.5 * v))
+                                - math.log((high[w] + 0.5) / (n_high + 0.5 * v)), 4)]
+                      for w in set(low) | set(high) if low[w] + high[w] >= 2]
+            pos = sorted((x for x in scored if x[1] > 0), key=lambda x: (-x[1], x[0]))[: top // 2]
+            neg = sorted((x for x in scored if x[1] < 0), key=lambda x: (x[1], x[0]))[: top - top // 2]
+            out[attr] = pos + neg[::-1]
         else:
-            total = sum(words.values()) or 1
-            out[attr] = [[w, round(n / total, 4)] for w, n in sorted(words.items(), key=lambda x: (-x[1], x[0]))[:top]]
+            out[attr] = [[w, round(n / max(n_answers, 1), 4)]
+                         for w, n in sorted(freq.items(), key=lambda x: (-x[1], x[0]))[:top]]
     return out
 
 
@@ -153,8 +168,11 @@ def compute_stats(critiques: list[Critique]) -> dict[str, Any]:
     }
 
 
-def plot_stats(stats: dict[str, Any], path: str | Path | None = None):
-    """Grade counts, attribute rating distributions and agreement in one figure."""
+def plot_stats(stats: dict[str, Any], stem: str | Path | None = None):
+    """Grade counts, attribute rating distributions and agreement in one figure.
+
+    With ``stem``, the figure is also saved as ``<stem>.png`` and ``<stem>.pdf``.
+    """
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -163,7 +181,7 @@ def plot_stats(stats: dict[str, Any], path: str | Path | None = None):
     kind = stats.get("annotator_kind", "")
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     axes[0].bar(list(stats["grade_counts"]), list(stats["grade_counts"].values()), color=MEASURED_COLORS[1])
-    axes[0].set(title=f"Overall grades ({kind})", ylabel="critiques")
+    axes[0].set(title=f"Overall grades ({kind}), measured", ylabel="critiques")
     mat = np.array([[stats["attribute_ratings"][a][str(r)] for r in range(RATING_MIN, RATING_MAX + 1)]
                     for a in ATTRIBUTES], dtype=float)
     mat = mat / np.maximum(mat.sum(axis=1, keepdims=True), 1)
@@ -177,6 +195,9 @@ def plot_stats(stats: dict[str, Any], path: str | Path | None = None):
     axes[2].set(title="Krippendorff's alpha (ordinal), measured", xlim=(-0.2, 1))
     axes[2].invert_yaxis()
     fig.tight_layout()
-    if path is not None:
-        fig.savefig(path)
+    if stem is not None:
+        stem = Path(stem)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        for ext in ("png", "pdf"):
+            fig.savefig(stem.with_suffix(f".{ext}"))
     return fig
