@@ -1,0 +1,427 @@
+"""Benchmarks the evaluation reads and writes.
+
+* The project's own AesBench-style benchmark, built from the test split of AesMMIT-mini and its
+  critiques (:func:`build_benchmark`): answers of technical / colour-light / composition
+  questions come from the recorded degradation ground truth, the rest from the critiques'
+  consensus; AesI references are the critiques' descriptions.
+* AesBench's own layout (:func:`load_aesbench`, :func:`write_aesbench_responses`,
+  :func:`load_aesbench_key`): one JSON object keyed by image file name.
+* Score datasets (``[{image, gt_score}]``, the AVA / PARA / TAD66K test-split layout).
+
+Every reader raises ``ValueError`` naming the file, the image and the field of a bad entry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import statistics
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from aes_lib.schema import (ATTRIBUTE_LABELS, GRADE_SCORE, GRADE_TO_LEVEL, GRADES, BenchItem,
+                            Critique, ImageRecord, option_letters)
+
+log = logging.getLogger(__name__)
+
+BENCH_PROMPTS = "eval_bench_v1.yaml"
+#: AesBench's per-image keys and the dimension each holds.
+AESBENCH_KEYS: dict[str, str] = {"AesP_data": "AesP", "AesE_data": "AesE", "AesA1_data": "AesA",
+                                 "AesI_data": "AesI"}
+#: AesBench's response key of each dimension.
+RESPONSE_KEYS: dict[str, str] = {"AesP": "AesP_response", "AesE": "AesE_response",
+                                 "AesA": "AesA1_response", "AesI": "AesI_response"}
+
+
+def prompt_file(name: str) -> str:
+    """Text of a versioned prompt file under ``aes_lib/prompts``."""
+    return resources.files("aes_lib").joinpath("prompts", name).read_text(encoding="utf-8")
+
+
+def prompt_yaml(name: str) -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(prompt_file(name))
+
+
+# --- the project's own benchmark ---------------------------------------------------------------
+
+@dataclass
+class Consensus:
+    """What the critiques of one image agree on."""
+
+    image_id: str
+    n: int
+    grade: str
+    level: str
+    mean_ratings: dict[str, float] = field(default_factory=dict)
+    descriptions: list[str] = field(default_factory=list)
+    annotator_kinds: list[str] = field(default_factory=list)
+
+
+def consensus(critiques: Iterable[Critique]) -> dict[str, Consensus]:
+    """Per image: the median grade (ties to the lower grade), mean attribute ratings, descriptions."""
+    by_image: dict[str, list[Critique]] = {}
+    for c in critiques:
+        by_image.setdefault(c.image_id, []).append(c)
+    out = {}
+    for image_id, cs in by_image.items():
+        score = statistics.median_low(sorted(GRADE_SCORE[c.grade] for c in cs))
+        grade = next(g for g, s in GRADE_SCORE.items() if s == score)
+        ratings: dict[str, list[int]] = {}
+        for c in cs:
+            for attr, j in c.attributes.items():
+                ratings.setdefault(attr, []).append(j["rating"])
+        out[image_id] = Consensus(
+            image_id=image_id, n=len(cs), grade=grade, level=GRADE_TO_LEVEL[grade],
+            mean_ratings={a: sum(v) / len(v) for a, v in ratings.items()},
+            descriptions=[c.description for c in cs if c.description.strip()],
+            annotator_kinds=sorted({c.annotator_kind for c in cs}))
+    return out
+
+
+def _rating_band(mean: float, names: Sequence[str]) -> str | None:
+    """good / fair / poor (or high / medium / low) from a mean 1-5 rating; None near a border."""
+    if mean >= 3.67:
+        return names[0]
+    if mean <= 2.33:
+        return names[2]
+    if 2.67 <= mean <= 3.33:
+        return names[1]
+    return None  # too close to a band border to be a fair question
+
+
+def _mcq(item_id: str, image: ImageRecord, dimension: str, attribute: str, qtype: str,
+         question: str, correct: str, distractors: Sequence[str], source: str,
+         rng: random.Random, shuffle: bool = True) -> BenchItem:
+    options = [correct] + [d for d in dict.fromkeys(distractors) if d != correct]
+    if shuffle:
+        rng.shuffle(options)
+    else:  # an ordered scale (Yes/No, good/fair/poor, high/medium/low) keeps its natural order
+        options = list(scale_order(options))
+    return BenchItem(id=item_id, image=image.file, dimension=dimension, question=question,
+                     options=options, answer=option_letters(len(options))[options.index(correct)],
+                     attribute=attribute, qtype=qtype, source=source, image_id=image.id)
+
+
+_SCALES = (("Yes", "No"), ("good", "fair", "poor"), ("high", "medium", "low"))
+
+
+def scale_order(options: Sequence[str]) -> Sequence[str]:
+    for scale in _SCALES:
+        if set(options) <= set(scale):
+            return [o for o in scale if o in options]
+    return options
+
+
+def _source_of(images: Sequence[ImageRecord], source_field: str):
+    if source_field == "auto":
+        source_field = "source_package" if len({i.source_package for i in images}) > 1 else "category"
+    if source_field not in ("source_package", "category", "source_photo", "degradation"):
+        raise ValueError(f"source_field: {source_field!r} is not auto, source_package, category, "
+                         "source_photo or degradation")
+    return lambda rec: str(getattr(rec, source_field) or "unknown")
+
+
+def build_benchmark(images: Sequence[ImageRecord], critiques: Iterable[Critique], seed: int = 0,
+                    split: str = "test", source_field: str = "auto",
+                    n_distractors: int = 3) -> list[BenchItem]:
+    """The AesBench-style items of the ``split`` images (see docs/evaluate.md for the rules).
+
+    Raises ``ValueError`` when the split holds no image or an image of it has no critique.
+    """
+    q = prompt_yaml(BENCH_PROMPTS)
+    names, attr_of = q["degradation_names"], q["degradation_attribute"]
+    chosen = [r for r in images if r.split == split]
+    if not chosen:
+        raise ValueError(f"build_benchmark: no image in split {split!r}")
+    cons = consensus(critiques)
+    missing = [r.id for r in chosen if r.id not in cons]
+    if missing:
+        raise ValueError(f"build_benchmark: image {missing[0]!r} (and {len(missing) - 1} more) of "
+                         f"split {split!r} has no critique in the critiques file")
+    source = _source_of(chosen, source_field)
+    pool = {k: sorted({str(r.traits.get(k)) for r in images if isinstance(r.traits.get(k), str)})
+            for k in ("subject", "mood", "palette")}
+    items: list[BenchItem] = []
+    for rec in sorted(chosen, key=lambda r: r.id):
+        rng = random.Random(f"{seed}:{rec.id}")
+        c, src, deg = cons[rec.id], source(rec), rec.degradation
+        add = lambda *a, **k: items.append(_mcq(*a, source=src, rng=rng, **k))  # noqa: E731
+        pid = lambda attr, qt: f"{rec.id}:AesP:{attr}:{qt}"  # noqa: E731
+        # perception from the recorded degradation ground truth
+        for attr in ("technical_quality", "color_light", "composition"):
+            kinds = [k for k, a in attr_of.items() if a == attr]
+            if deg in kinds:
+                asked, yes = deg, True
+            elif deg == "none":
+                asked, yes = rng.choice(kinds), False
+            else:
+                continue  # this image's defect belongs to another attribute
+            add(pid(attr, "yes-no"), rec, "AesP", attr, "yes-no",
+                q["yes_no"].format(name=names[asked]), "Yes" if yes else "No", ["No" if yes else "Yes"],
+                shuffle=False)
+            none_opt = q["none_option"][attr]
+            correct = names[deg] if deg in kinds else none_opt
+            others = [names[k] for k in kinds if k != deg]
+            rng.shuffle(others)
+            distract = ([none_opt] if deg in kinds else []) + others
+            add(pid(attr, "what"), rec, "AesP", attr, "what", q["what_problem"][attr], correct,
+                distract[:n_distractors])
+            if deg in kinds:
+                why = [q["why_option"].format(name=names[k]) for k in attr_of if k != deg]
+                rng.shuffle(why)
+                add(pid(attr, "why"), rec, "AesP", attr, "why", q["why"][attr],
+                    q["why_option"].format(name=names[deg]), why[:n_distractors])
+        # perception and empathy "how" items from the consensus ratings
+        for attr, dim in (("composition", "AesP"), ("content", "AesP"), ("vibe", "AesE")):
+            band = _rating_band(c.mean_ratings.get(attr, 3.0), q["how_options"]) \
+                if attr in c.mean_ratings else None
+            if band:
+                add(f"{rec.id}:{dim}:{attr}:how", rec, dim, attr, "how",
+                    q["how_attribute"].format(label=ATTRIBUTE_LABELS[attr].lower()), band,
+                    [o for o in q["how_options"] if o != band], shuffle=False)
+        if "interest" in c.mean_ratings:
+            band = _rating_band(c.mean_ratings["interest"], q["interest_options"])
+            if band:
+                add(f"{rec.id}:AesE:interest:how", rec, "AesE", "interest", "how", q["interest_how"],
+                    band, [o for o in q["interest_options"] if o != band], shuffle=False)
+        if "uniqueness" in c.mean_ratings:
+            u = c.mean_ratings["uniqueness"]
+            if u >= 3.67 or u <= 2.33:
+                add(f"{rec.id}:AesE:uniqueness:yes-no", rec, "AesE", "uniqueness", "yes-no",
+                    q["unique_yes_no"], "Yes" if u >= 3.67 else "No", ["No" if u >= 3.67 else "Yes"],
+                    shuffle=False)
+        # content / emotion "what" items from the photo's recorded traits
+        for trait, dim, attr, key in (("subject", "AesP", "content", "content_what"),
+                                      ("mood", "AesE", "emotion", "emotion_what"),
+                                      ("palette", "AesP", "color_light", "palette_what")):
+            value = rec.traits.get(trait)
+            if not isinstance(value, str) or len(pool[trait]) < 2:
+                continue
+            others = [v for v in pool[trait] if v != value]
+            rng.shuffle(others)
+            suffix = "what-trait" if attr == "color_light" else "what"
+            add(f"{rec.id}:{dim}:{attr}:{suffix}", rec, dim, attr, "what", q[key], value,
+                others[:n_distractors])
+        # assessment: the consensus level
+        add(f"{rec.id}:AesA:level:how", rec, "AesA", "", "how", q["level"], c.level,
+            [o for o in q["level_options"] if o != c.level], shuffle=False)
+        # interpretation: the critiques' descriptions are the reference
+        if c.descriptions:
+            items.append(BenchItem(id=f"{rec.id}:AesI", image=rec.file, dimension="AesI",
+                                   question=q["interpretation"], reference=" ".join(c.descriptions),
+                                   source=src, image_id=rec.id))
+    for it in items:
+        it.validate()
+    log.info("benchmark: %d items from %d %s images (%s)", len(items), len(chosen), split,
+             ", ".join(f"{d} {sum(i.dimension == d for i in items)}" for d in ("AesP", "AesE", "AesA", "AesI")))
+    return items
+
+
+# --- AesBench's layout ---------------------------------------------------------------------------
+
+_OPTION_LINE = re.compile(r"^\s*\(?([A-Z])\s*[.):]\s*(.*?)\s*$")
+
+
+def parse_options(text: Any, where: str) -> list[str]:
+    """``"A. Yes\\nB. No"`` (or a list of such lines) -> ``["Yes", "No"]``; letters must run A, B, ..."""
+    lines = text if isinstance(text, list) else str(text).splitlines() if isinstance(text, str) else None
+    if lines is None:
+        raise ValueError(f"{where}: expected a newline-separated string of lettered options, "
+                         f"got {type(text).__name__}")
+    lines = [str(line) for line in lines if str(line).strip()]
+    options = []
+    for i, line in enumerate(lines):
+        m = _OPTION_LINE.match(line)
+        if not m or m.group(1) != chr(ord("A") + i) or not m.group(2):
+            raise ValueError(f"{where}: option line {i + 1} {line!r} is not '{chr(ord('A') + i)}. <text>'")
+        options.append(m.group(2))
+    if len(options) < 2:
+        raise ValueError(f"{where}: needs at least two lettered options, found {len(options)}")
+    return options
+
+
+def load_aesbench(path: str | Path, image_dir: str | Path | None = None,
+                  check_images: bool = False) -> list[BenchItem]:
+    """Items of an AesBench-layout annotation file (answers empty: the layout withholds them)."""
+    path = Path(path)
+    from aes_lib.io import read_json
+
+    data = read_json(path)
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"{path}: expected a non-empty JSON object keyed by image file name")
+    items = []
+    for image, entry in data.items():
+        where = f"{path}: image {image!r}"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: expected an object with AesP_data/AesE_data/AesA1_data/AesI_data")
+        if not any(k in entry for k in AESBENCH_KEYS):
+            raise ValueError(f"{where}: none of the fields {', '.join(AESBENCH_KEYS)}")
+        if check_images and image_dir is not None and not (Path(image_dir) / image).exists():
+            raise FileNotFoundError(f"{where}: image file not found in {image_dir}")
+        src = entry.get("source") or entry.get("Source") or ""
+        for key, dim in AESBENCH_KEYS.items():
+            if key not in entry:
+                continue
+            block, fwhere = entry[key], f"{where}: field '{key}'"
+            if not isinstance(block, dict) or not isinstance(block.get("Question"), str) \
+                    or not block["Question"].strip():
+                raise ValueError(f"{fwhere}: expected {{Question, Options}} with a non-empty Question")
+            options = [] if dim == "AesI" else parse_options(block.get("Options"), f"{fwhere}.Options")
+            items.append(BenchItem(id=f"{image}:{dim}", image=image, dimension=dim,
+                                   question=block["Question"].strip(), options=options,
+                                   source=str(src), image_id=image,
+                                   attribute=str(block.get("Attribute", "") or ""),
+                                   qtype=str(block.get("Type", "") or "")))
+    return items
+
+
+def write_aesbench_responses(path: str | Path, items: Sequence[BenchItem],
+                             responses: dict[str, str]) -> Path:
+    """``{image: {"AesP_response": ..., ...}}``, AesBench's response layout."""
+    from aes_lib.io import write_json
+
+    out: dict[str, dict[str, str]] = {}
+    for it in items:
+        if it.id in responses:
+            out.setdefault(it.image, {})[RESPONSE_KEYS[it.dimension]] = responses[it.id]
+    return write_json(path, out)
+
+
+def read_aesbench_responses(path: str | Path) -> dict[str, str]:
+    """Responses file -> ``{item_id: text}`` (item ids as :func:`load_aesbench` makes them)."""
+    from aes_lib.io import read_json
+
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object keyed by image file name")
+    inverse = {v: k for k, v in RESPONSE_KEYS.items()}
+    out = {}
+    for image, entry in data.items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: image {image!r}: expected an object of *_response fields")
+        for key, value in entry.items():
+            if key not in inverse:
+                raise ValueError(f"{path}: image {image!r}: field {key!r} is not one of "
+                                 f"{', '.join(RESPONSE_KEYS.values())}")
+            if not isinstance(value, str):
+                raise ValueError(f"{path}: image {image!r}: field {key!r} must be a string")
+            out[f"{image}:{inverse[key]}"] = value
+    return out
+
+
+def load_aesbench_key(path: str | Path, items: Sequence[BenchItem]) -> dict[str, str]:
+    """Correct letters from a key file, as ``{item_id: letter}``.
+
+    Per image and dimension it accepts ``"<X>_answer"``, ``"<X>_response"`` or
+    ``"<X>_data": {"Answer": ...}`` (X = AesP, AesE, AesA1), holding a letter or an option's
+    text; ``"AesI_reference"`` / ``"AesI_data": {"Reference"}`` set AesI references.
+    """
+    from aes_lib.evaluate.extract import extract_option
+    from aes_lib.io import read_json
+
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object keyed by image file name")
+    by_id = {it.id: it for it in items}
+    key: dict[str, str] = {}
+    for image, entry in data.items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: image {image!r}: expected an object")
+        for prefix, dim in (("AesP", "AesP"), ("AesE", "AesE"), ("AesA1", "AesA"), ("AesI", "AesI")):
+            item = by_id.get(f"{image}:{dim}")
+            data_block = entry.get(f"{prefix}_data") if isinstance(entry.get(f"{prefix}_data"), dict) else {}
+            if dim == "AesI":
+                ref = entry.get("AesI_reference") or data_block.get("Reference")
+                if ref and item is not None:
+                    item.reference = str(ref)
+                continue
+            value = entry.get(f"{prefix}_answer", entry.get(f"{prefix}_response", data_block.get("Answer")))
+            if value is None:
+                continue
+            if item is None:
+                raise ValueError(f"{path}: image {image!r}: field '{prefix}': the benchmark has no "
+                                 f"{dim} question for this image")
+            letter = extract_option(str(value), item.options)
+            if letter is None:
+                raise ValueError(f"{path}: image {image!r}: field '{prefix}': answer {value!r} names "
+                                 f"none of the options {item.options}")
+            key[item.id] = letter
+    return key
+
+
+# --- score datasets ----------------------------------------------------------------------------
+
+def load_score_dataset(path: str | Path) -> list[dict[str, Any]]:
+    """``[{image, gt_score}, ...]`` with every entry checked."""
+    from aes_lib.io import read_json
+
+    data = read_json(path)
+    if not isinstance(data, list) or not data:
+        raise ValueError(f"{path}: expected a non-empty JSON list of {{image, gt_score}}")
+    for i, row in enumerate(data):
+        name = row.get("image", "?") if isinstance(row, dict) else "?"
+        if not isinstance(row, dict) or not isinstance(row.get("image"), str) or not row["image"]:
+            raise ValueError(f"{path}: entry {i}: field 'image' must be a non-empty string")
+        score = row.get("gt_score")
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            raise ValueError(f"{path}: image {name!r}: field 'gt_score' must be a number, got {score!r}")
+    return [{"image": r["image"], "gt_score": float(r["gt_score"])} for r in data]
+
+
+def detect_format(path: str | Path) -> str:
+    """``benchmark`` (JSONL of BenchItems), ``aesbench`` (JSON object) or ``scores`` (JSON list)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: benchmark file not found")
+    if path.suffix == ".jsonl":
+        return "benchmark"
+    with path.open(encoding="utf-8") as fh:
+        head = fh.read(4096).lstrip()
+    if head.startswith("{"):
+        return "aesbench"
+    if head.startswith("["):
+        return "scores"
+    raise ValueError(f"{path}: not a benchmark.jsonl, an AesBench JSON object or a score-dataset list")
+
+
+def mcq_prompt(item: BenchItem, template: str | None = None) -> str:
+    """AesBench's multiple-choice prompt: question, 'Choose one from the following options:', options."""
+    template = template or prompt_file("eval_mcq_v1.txt")
+    lines = "\n".join(f"{letter}. {text}" for letter, text in zip(option_letters(len(item.options)),
+                                                                   item.options))
+    return template.format(question=item.question, options=lines).strip()
+
+
+def write_benchmark(path: str | Path, items: Sequence[BenchItem]) -> int:
+    from aes_lib.schema import write_jsonl
+
+    return write_jsonl(path, items)
+
+
+def read_benchmark(path: str | Path) -> list[BenchItem]:
+    from aes_lib.schema import read_jsonl
+
+    items = read_jsonl(path, BenchItem)
+    if not items:
+        raise ValueError(f"{path}: no benchmark items")
+    seen = set()
+    for it in items:
+        if it.id in seen:
+            raise ValueError(f"{path}: duplicate item id {it.id!r}")
+        seen.add(it.id)
+    return items
+
+
+def dumps_options(options: Sequence[str]) -> str:
+    """Options as AesBench writes them: ``"A. x\\nB. y"``."""
+    return "\n".join(f"{l}. {o}" for l, o in zip(option_letters(len(options)), options))
+
+
+__all__ = [n for n in dir() if not n.startswith("_") and n not in ("annotations", "json", "log",
+                                                                    "random", "re", "statistics")]

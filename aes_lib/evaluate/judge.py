@@ -1,0 +1,112 @@
+"""AesI judges: 0-2 scores for relevance, precision and completeness, and their mean (overall).
+
+* :class:`ProxyOverlapJudge` (name ``proxy-overlap``): the offline default. Word overlap with
+  the reference critique, NOT a language-model judgement; its numbers are labelled with its
+  name everywhere and are never presented as a GPT judge's.
+* :class:`ApiJudge` (name ``api:<model>``): an OpenAI-compatible model with the versioned rubric
+  ``aes_lib/prompts/judge_rubric_v1.txt``, replying with JSON that is validated (re-asked when
+  malformed) through :mod:`aes_lib.client`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Sequence
+
+from aes_lib.evaluate.bench import prompt_file
+
+CRITERIA = ("relevance", "precision", "completeness")
+RUBRIC = "judge_rubric_v1.txt"
+LEXICON = "judge_proxy_lexicon_v1.txt"
+_STOP = set("""a an the and or but of to in on at for with by from as is are was were be been being
+it its this that these those there here i you he she we they me my your our their his her them
+not no so very too more most less least than then also just can could would should will may might
+do does did has have had which who whom what when where why how all any some such into over under
+about up down out off again only own same both each few other""".split())
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-case words of three letters or more, stop words removed, a plural 's' dropped."""
+    words = re.findall(r"[a-z]+", text.lower())
+    return {w[:-1] if len(w) > 4 and w.endswith("s") and not w.endswith("ss") else w
+            for w in words if len(w) >= 3 and w not in _STOP}
+
+
+def _overall(scores: dict[str, float]) -> dict[str, float]:
+    return {**scores, "overall": sum(scores[c] for c in CRITERIA) / len(CRITERIA)}
+
+
+class ProxyOverlapJudge:
+    """Offline proxy: relevance = share of answer words on topic (in the reference or the
+    aesthetics lexicon), precision = share of answer words found in the reference, completeness
+    = share of reference words found in the answer; each scaled to 0-2."""
+
+    name = "proxy-overlap"
+
+    def __init__(self):
+        lex = prompt_file(LEXICON)
+        self.lexicon = content_words(" ".join(l for l in lex.splitlines() if not l.startswith("#")))
+
+    def score_one(self, answer: str, reference: str) -> dict[str, float]:
+        a, r = content_words(answer), content_words(reference)
+        if not a or not r:
+            return _overall({c: 0.0 for c in CRITERIA})
+        hit = a & r
+        return _overall({"relevance": round(2 * len(a & (r | self.lexicon)) / len(a), 4),
+                         "precision": round(2 * len(hit) / len(a), 4),
+                         "completeness": round(2 * len(hit) / len(r), 4)})
+
+    def score(self, items: Sequence[Any], answers: Sequence[str], progress: bool = False) -> list[dict[str, float]]:
+        return [self.score_one(ans, it.reference) for it, ans in zip(items, answers)]
+
+
+def parse_judgement(text: str) -> dict[str, float]:
+    """The rubric's JSON reply -> scores; raises ValueError (the client re-asks) when malformed."""
+    m = re.search(r"\{.*\}", text, re.S)
+    if not m:
+        raise ValueError("judge reply holds no JSON object")
+    data = json.loads(m.group(0))
+    out = {}
+    for c in CRITERIA:
+        v = data.get(c)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 2:
+            raise ValueError(f"judge reply: {c!r} must be a number 0-2, got {v!r}")
+        out[c] = float(v)
+    return _overall(out)
+
+
+class ApiJudge:
+    """The rubric judge through an OpenAI-compatible model (``client_cfg``: ClientConfig keys)."""
+
+    def __init__(self, client_cfg: dict[str, Any]):
+        from aes_lib.client import ClientConfig
+
+        self.cfg = ClientConfig.from_dict({"temperature": 0.0, "max_tokens": 128, **client_cfg})
+        self.name = f"api:{self.cfg.model}"
+        self.template = prompt_file(RUBRIC)
+
+    def score(self, items: Sequence[Any], answers: Sequence[str], progress: bool = False) -> list[dict[str, float]]:
+        from aes_lib.client import ChatRequest, LLMClient
+
+        reqs = [ChatRequest(key=f"judge:{it.id}", validate=parse_judgement, prompt_version=RUBRIC,
+                            messages=[{"role": "user", "content": self.template.format(
+                                question=it.question, reference=it.reference, answer=ans)}])
+                for it, ans in zip(items, answers)]
+        out = []
+        for it, res in zip(items, LLMClient(self.cfg).run(reqs, progress=progress)):
+            if not res.ok:
+                raise RuntimeError(f"judge failed on item {it.id!r}: {res.error}")
+            out.append(res.parsed)
+        return out
+
+
+def make_judge(name: str = "proxy-overlap", client_cfg: dict[str, Any] | None = None):
+    """``proxy-overlap`` or ``api`` (then ``client_cfg`` names the judge model)."""
+    if name == "proxy-overlap":
+        return ProxyOverlapJudge()
+    if name == "api":
+        if not client_cfg or not client_cfg.get("model"):
+            raise ValueError("judge 'api' needs a judge model (judge_model / --judge-model)")
+        return ApiJudge(client_cfg)
+    raise ValueError(f"judge: {name!r} is not proxy-overlap or api")

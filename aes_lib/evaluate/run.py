@@ -1,0 +1,269 @@
+"""The evaluation run: build the benchmark, answer it with one model, judge, score, save.
+
+Outputs (under ``out_dir``, see docs/CONTRACTS.md): ``eval/benchmark.jsonl``,
+``eval/predictions_<model>.jsonl``, ``eval/results_<model>.json``, ``eval/results.csv`` (the
+rows of every evaluated model), ``eval/config_<model>.json`` (the resolved config), and for
+AesBench-layout input ``eval/responses_<model>.json`` in AesBench's response layout.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aes_lib.config import Config, require
+from aes_lib.evaluate import bench as B
+from aes_lib.evaluate.score import mark, merge_results_csv, score_rows, summarise, unparsed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalConfig(Config):
+    out_dir: str = field(default="outputs", metadata={"help": "pipeline output folder"})
+    bench: str = field(default="", metadata={
+        "help": "benchmark file: benchmark.jsonl, an AesBench-layout JSON object or a score-dataset "
+                "list [{image, gt_score}]; empty = <out_dir>/eval/benchmark.jsonl"})
+    image_root: str = field(default="", metadata={
+        "help": "folder the items' image paths are relative to; empty = <out_dir>/data for the "
+                "project's benchmark, the benchmark file's folder otherwise"})
+    key: str = field(default="", metadata={"help": "AesBench-layout key file with correct answers"})
+    method: str = field(default="likelihood", metadata={
+        "help": "multiple choice by option likelihood or by generate + option extractor"})
+    mode: str = field(default="first-token", metadata={
+        "help": "likelihood mode: first-token (letters, one row per question) or full (option texts)"})
+    reduce: str = field(default="sum", metadata={"help": "full mode: sum or mean token log-prob"})
+    batch_images: int = field(default=8, metadata={"help": "images per likelihood batch"})
+    batch_size: int = field(default=8, metadata={"help": "prompts per generate batch"})
+    max_new_tokens: int = field(default=16, metadata={"help": "generate: tokens for a choice"})
+    open_max_new_tokens: int = field(default=96, metadata={"help": "tokens for an AesI answer"})
+    judge: str = field(default="proxy-overlap", metadata={
+        "help": "AesI judge: proxy-overlap (offline word overlap, not a GPT judge) or api"})
+    judge_model: str = field(default="", metadata={"help": "judge model name (judge=api)"})
+    base_url: str = field(default="", metadata={
+        "help": "OpenAI-compatible endpoint for API models and the API judge; empty = OpenAI"})
+    api_cache: str = field(default="", metadata={"help": "client cache file; empty = <out_dir>/eval/api_cache.db"})
+    dtype: str = field(default="auto", metadata={"help": "model dtype: auto, float32, bf16, fp16"})
+    device: str = field(default="", metadata={"help": "torch device; empty = cuda when available, else cpu"})
+    limit: int = field(default=0, metadata={"help": "evaluate only the first N items (0 = all)"})
+    n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95% CIs"})
+    seed: int = field(default=0, metadata={"help": "seed of the benchmark's option order and the bootstrap"})
+    progress: bool = field(default=True, metadata={"help": "tqdm progress bars"})
+
+    def check(self) -> None:
+        require(self.method in ("likelihood", "generate"), "method", "must be likelihood or generate")
+        require(self.mode in ("first-token", "full"), "mode", "must be first-token or full")
+        require(self.reduce in ("sum", "mean"), "reduce", "must be sum or mean")
+        require(self.judge in ("proxy-overlap", "api"), "judge", "must be proxy-overlap or api")
+        require(self.judge != "api" or bool(self.judge_model), "judge_model", "needed when judge=api")
+        for k in ("batch_images", "batch_size", "max_new_tokens", "open_max_new_tokens", "n_boot"):
+            require(getattr(self, k) >= 1, k, "must be at least 1")
+        require(self.limit >= 0, "limit", "must be 0 or more")
+
+    # derived paths
+    @property
+    def eval_dir(self) -> Path:
+        return Path(self.out_dir) / "eval"
+
+    @property
+    def bench_path(self) -> Path:
+        return Path(self.bench) if self.bench else self.eval_dir / "benchmark.jsonl"
+
+    def client_cfg(self, model: str) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"model": model,
+                               "cache_path": self.api_cache or str(self.eval_dir / "api_cache.db")}
+        if self.base_url:
+            cfg["base_url"] = self.base_url
+        return cfg
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
+
+
+def build_bench(out_dir: str | Path = "outputs", seed: int = 0, source_field: str = "auto",
+                split: str = "test") -> Path:
+    """``<out_dir>/eval/benchmark.jsonl`` from ``data/manifest.json`` and ``critiques/critiques.jsonl``."""
+    from aes_lib.io import read_json
+    from aes_lib.schema import Critique, ImageRecord, read_jsonl
+
+    out_dir = Path(out_dir)
+    manifest_path = out_dir / "data" / "manifest.json"
+    manifest = read_json(manifest_path)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("images"), list):
+        raise ValueError(f"{manifest_path}: field 'images': expected a list of image records")
+    images = [ImageRecord.from_dict(d, where=str(manifest_path)) for d in manifest["images"]]
+    critiques = read_jsonl(out_dir / "critiques" / "critiques.jsonl", Critique)
+    items = B.build_benchmark(images, critiques, seed=seed, split=split, source_field=source_field)
+    path = out_dir / "eval" / "benchmark.jsonl"
+    B.write_benchmark(path, items)
+    return path
+
+
+def load_items(cfg: EvalConfig):
+    """(format, items or score rows, image root) of the configured benchmark."""
+    fmt = B.detect_format(cfg.bench_path)
+    if fmt == "benchmark":
+        items = B.read_benchmark(cfg.bench_path)
+        root = Path(cfg.image_root) if cfg.image_root else Path(cfg.out_dir) / "data"
+    elif fmt == "aesbench":
+        items = B.load_aesbench(cfg.bench_path)
+        root = Path(cfg.image_root) if cfg.image_root else cfg.bench_path.parent
+        if cfg.key:
+            key = B.load_aesbench_key(cfg.key, items)
+            for it in items:
+                it.answer = key.get(it.id, it.answer)
+    else:
+        items = B.load_score_dataset(cfg.bench_path)
+        root = Path(cfg.image_root) if cfg.image_root else cfg.bench_path.parent
+    if cfg.limit:
+        items = items[:cfg.limit]
+    return fmt, items, root
+
+
+def _load_local(model_path: str | Path, adapter: str | Path | None, cfg: EvalConfig):
+    from aes_lib.models import load_model_and_processor
+
+    device = cfg.device
+    if not device:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return load_model_and_processor(model_path, adapter=adapter, dtype=cfg.dtype, device=device)
+
+
+def evaluate_model(cfg: EvalConfig, name: str, model_path: str | Path | None = None,
+                   adapter: str | Path | None = None, api_model: str | None = None,
+                   loaded: tuple[Any, Any] | None = None) -> dict[str, Any]:
+    """Answer, judge and score the configured benchmark with one model; write its files.
+
+    Exactly one of ``model_path`` (a saved LLaVA-family folder, ``adapter`` optional),
+    ``api_model`` (an OpenAI-compatible vision model) or ``loaded`` (``(model, processor)``).
+    """
+    from aes_lib.evaluate.answer import answer_api, answer_local, predict_scores
+    from aes_lib.evaluate.judge import make_judge
+    from aes_lib.io import write_json
+    from aes_lib.schema import write_jsonl
+
+    if sum(x is not None for x in (model_path, api_model, loaded)) != 1:
+        raise ValueError("evaluate_model: give exactly one of model_path, api_model, loaded")
+    fname = safe_name(name)
+    fmt, items, root = load_items(cfg)
+    t0 = time.perf_counter()
+    model = processor = None
+    if api_model is None:
+        if model_path is not None and not Path(model_path).exists():
+            raise FileNotFoundError(f"{model_path}: model folder not found")
+        model, processor = loaded if loaded is not None else _load_local(model_path, adapter, cfg)
+    t_load = time.perf_counter() - t0
+    cfg.eval_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(cfg.eval_dir / f"config_{fname}.json")
+    summary: dict[str, Any] = {
+        "model": name, "model_path": str(model_path or ""), "adapter": str(adapter or ""),
+        "api_model": api_model or "", "benchmark": str(cfg.bench_path), "format": fmt,
+        "label": "measured by this run", "load_seconds": round(t_load, 3)}
+    t1 = time.perf_counter()
+    if fmt == "scores":
+        if model is None:
+            raise ValueError("score datasets need a local model (grade-word probabilities)")
+        preds = predict_scores(items, model, processor, root, cfg.batch_images, cfg.progress)
+        rows = score_rows(preds, name, cfg.bench_path.stem, cfg.seed, cfg.n_boot)
+        summary.update(method="grade-word probabilities", n_items=len(preds))
+    else:
+        if api_model is not None:
+            preds = answer_api(items, cfg.client_cfg(api_model), root, cfg.progress)
+        else:
+            run = lambda its: answer_local(  # noqa: E731
+                its, model, processor, root, cfg.method, cfg.mode, cfg.reduce, cfg.batch_images,
+                cfg.batch_size, cfg.max_new_tokens, cfg.open_max_new_tokens, cfg.progress)
+            mcq_items = [it for it in items if it.dimension != "AesI"]
+            preds = run(mcq_items) if mcq_items else []
+            t_mcq = time.perf_counter() - t1
+            open_items = [it for it in items if it.dimension == "AesI"]
+            preds += run(open_items) if open_items else []
+        t_answer = time.perf_counter() - t1
+        if api_model is not None:
+            t_mcq = t_answer  # API requests run together; the rate covers both kinds
+        n_mcq = sum(p["dimension"] != "AesI" for p in preds)
+        mark(preds)
+        open_preds = [p for p in preds if p["dimension"] == "AesI"]
+        by_id = {it.id: it for it in items}
+        judge = make_judge(cfg.judge, cfg.client_cfg(cfg.judge_model) if cfg.judge == "api" else None)
+        with_ref = [p for p in open_preds if by_id[p["id"]].reference]
+        for p, s in zip(with_ref, judge.score([by_id[p["id"]] for p in with_ref],
+                                              [p["response"] for p in with_ref], cfg.progress)):
+            p["judge"], p["judge_name"] = s, judge.name
+        rows = summarise(preds, name, judge.name, cfg.seed, cfg.n_boot)
+        summary.update(method=preds[0]["method"] if preds else cfg.method, judge=judge.name,
+                       judge_note=("word overlap with the reference critique; an offline proxy, "
+                                   "not a GPT judge" if judge.name == "proxy-overlap" else
+                                   "OpenAI-compatible judge with rubric judge_rubric_v1"),
+                       n_items=len(preds), n_mcq=n_mcq, n_open=len(open_preds),
+                       answer_seconds=round(t_answer, 3), unparsed=unparsed(preds),
+                       mcq_seconds=round(t_mcq, 3),
+                       mcq_questions_per_second=round(n_mcq / t_mcq, 3) if t_mcq and n_mcq else None)
+        if fmt == "aesbench":
+            B.write_aesbench_responses(cfg.eval_dir / f"responses_{fname}.json", items,
+                                       {p["id"]: p["pred"] or p["response"] for p in preds})
+    summary["rows"] = rows
+    write_jsonl(cfg.eval_dir / f"predictions_{fname}.jsonl", preds)
+    write_json(cfg.eval_dir / f"results_{fname}.json", summary)
+    merge_results_csv(cfg.eval_dir / "results.csv", rows)
+    log.info("%s: %s", name, ", ".join(f"{r['dimension']} {r['metric']} {r['value']:.3f}"
+                                       for r in rows if r["group_by"] == "all"))
+    return summary
+
+
+def score_aesbench(responses: str | Path, key: str | Path, bench: str | Path | None = None,
+                   name: str = "", out_dir: str | Path | None = None, seed: int = 0,
+                   n_boot: int = 1000) -> dict[str, Any]:
+    """Score an AesBench-layout responses file against a key file (``bench``: the annotation
+    file, for the options; without it, responses must name letters)."""
+    from aes_lib.io import write_json
+    from aes_lib.schema import BenchItem, option_letters
+    from aes_lib.evaluate.answer import _record
+    from aes_lib.evaluate.extract import extract_option
+
+    answers = B.read_aesbench_responses(responses)
+    if bench:
+        items = B.load_aesbench(bench)
+    else:  # no options known: every dimension has 26 placeholder options, letters only
+        items = [BenchItem(id=i, image=i.rsplit(":", 1)[0], dimension=i.rsplit(":", 1)[1],
+                           question="?", options=[] if i.endswith(":AesI") else
+                           [f"\0{l}" for l in option_letters(26)], image_id=i.rsplit(":", 1)[0])
+                 for i in answers]
+    key_map = B.load_aesbench_key(key, items)
+    preds = []
+    missing = [it.id for it in items if it.id in key_map and it.id not in answers]
+    if missing:
+        raise ValueError(f"{responses}: image {missing[0].rsplit(':', 1)[0]!r}: no "
+                         f"{B.RESPONSE_KEYS[missing[0].rsplit(':', 1)[1]]} for a keyed question "
+                         f"({len(missing)} missing in all)")
+    for it in items:
+        if it.id not in answers or (it.dimension != "AesI" and it.id not in key_map):
+            continue
+        text = answers[it.id]
+        it.answer = key_map.get(it.id, "")
+        pred = None if it.dimension == "AesI" else extract_option(text, it.options)
+        preds.append(_record(it, "responses-file", text, pred))
+    mark(preds)
+    name = name or Path(responses).stem
+    by_id = {it.id: it for it in items}
+    from aes_lib.evaluate.judge import ProxyOverlapJudge
+
+    judge = ProxyOverlapJudge()
+    with_ref = [p for p in preds if p["dimension"] == "AesI" and by_id[p["id"]].reference]
+    for p, s in zip(with_ref, judge.score([by_id[p["id"]] for p in with_ref], [p["response"] for p in with_ref])):
+        p["judge"] = s
+    rows = summarise(preds, name, judge.name, seed, n_boot)
+    summary = {"model": name, "responses": str(responses), "key": str(key), "label": "measured by this run",
+               "n_items": len(preds), "unparsed": unparsed(preds), "rows": rows}
+    if out_dir is not None:
+        out = Path(out_dir)
+        write_json(out / f"results_{safe_name(name)}.json", summary)
+        merge_results_csv(out / "results.csv", rows)
+    return summary

@@ -1,0 +1,123 @@
+"""From predictions to numbers: accuracy, AesI judge scores, SRCC / PLCC, with bootstrap 95% CIs.
+
+Rows follow docs/CONTRACTS.md (``eval/results.csv``, long form): ``model, dimension,
+group_by, group, metric, value, ci_low, ci_high, n``. Every number here is "measured by this
+run".
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any, Sequence
+
+from aes_lib.evaluate.stats import bootstrap_ci, bootstrap_pairs_ci, plcc, srcc
+
+COLUMNS = ("model", "dimension", "group_by", "group", "metric", "value", "ci_low", "ci_high", "n")
+GROUP_BYS = ("all", "attribute", "qtype", "source")
+MCQ_DIMENSIONS = ("AesP", "AesE", "AesA")
+
+
+def _row(model, dim, group_by, group, metric, values, seed, n_boot) -> dict[str, Any]:
+    lo, hi = bootstrap_ci(values, n_boot=n_boot, seed=seed)
+    return {"model": model, "dimension": dim, "group_by": group_by, "group": group, "metric": metric,
+            "value": round(sum(values) / len(values), 6), "ci_low": round(lo, 6),
+            "ci_high": round(hi, 6), "n": len(values)}
+
+
+def mark(preds: list[dict[str, Any]], key: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Set ``correct`` on multiple-choice predictions (unparsed = wrong); ``key`` overrides answers."""
+    for p in preds:
+        if p["dimension"] == "AesI":
+            p["correct"] = None
+            continue
+        if key is not None and p["id"] in key:
+            p["answer"] = key[p["id"]]
+        p["correct"] = (p["pred"] == p["answer"]) if p["answer"] else None
+    return preds
+
+
+def summarise(preds: Sequence[dict[str, Any]], model: str, judge_name: str = "",
+              seed: int = 0, n_boot: int = 1000) -> list[dict[str, Any]]:
+    """Result rows per dimension x (all, attribute, qtype, source)."""
+    rows = []
+    for dim in MCQ_DIMENSIONS:
+        scored = [p for p in preds if p["dimension"] == dim and p.get("correct") is not None]
+        for gb in GROUP_BYS:
+            groups: dict[str, list[float]] = {}
+            for p in scored:
+                g = "all" if gb == "all" else p.get(gb) or ""
+                if g:
+                    groups.setdefault(g, []).append(1.0 if p["correct"] else 0.0)
+            for g in sorted(groups):
+                rows.append(_row(model, dim, gb, g, "accuracy", groups[g], seed, n_boot))
+    judged = [p for p in preds if p["dimension"] == "AesI" and p.get("judge")]
+    for gb in ("all", "source"):
+        groups: dict[str, list[dict[str, float]]] = {}
+        for p in judged:
+            g = "all" if gb == "all" else p.get(gb) or ""
+            if g:
+                groups.setdefault(g, []).append(p["judge"])
+        for g in sorted(groups):
+            for metric in ("relevance", "precision", "completeness", "overall"):
+                rows.append(_row(model, "AesI", gb, g, f"{metric}[{judge_name}]",
+                                 [s[metric] for s in groups[g]], seed, n_boot))
+    return rows
+
+
+def score_rows(scored: Sequence[dict[str, Any]], model: str, dataset: str = "scores",
+               seed: int = 0, n_boot: int = 1000) -> list[dict[str, Any]]:
+    """SRCC and PLCC (after the 4-parameter logistic) of ``pred_score`` against ``gt_score``."""
+    pred = [r["pred_score"] for r in scored]
+    gt = [r["gt_score"] for r in scored]
+    rows = []
+    for name, fn in (("srcc", srcc), ("plcc", plcc)):
+        value = fn(pred, gt) if len(pred) >= 3 else float("nan")
+        lo, hi = bootstrap_pairs_ci(pred, gt, fn, n_boot=n_boot, seed=seed)
+        rows.append({"model": model, "dimension": dataset, "group_by": "all", "group": "all",
+                     "metric": name, "value": round(value, 6), "ci_low": round(lo, 6),
+                     "ci_high": round(hi, 6), "n": len(pred)})
+    return rows
+
+
+def unparsed(preds: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    """Multiple-choice answers that named no option (counted wrong)."""
+    return [{"id": p["id"], "response": p["response"]} for p in preds
+            if p["dimension"] != "AesI" and not p["parsed"]]
+
+
+def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows({c: r[c] for c in COLUMNS} for r in rows)
+    return buf.getvalue()
+
+
+def merge_results_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """Replace the rows of the models in ``rows`` inside ``results.csv``, keep the others."""
+    from aes_lib.io import atomic_write_text
+
+    path = Path(path)
+    models = {r["model"] for r in rows}
+    kept = []
+    if path.exists():
+        with path.open(encoding="utf-8") as fh:
+            kept = [r for r in csv.DictReader(fh) if r["model"] not in models]
+    return atomic_write_text(path, rows_to_csv(kept + list(rows)))
+
+
+def paired_difference(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], dimension: str,
+                      seed: int = 0, n_boot: int = 1000) -> dict[str, Any]:
+    """Accuracy of ``b`` minus ``a`` on the items both answered, with a paired bootstrap CI."""
+    ca = {p["id"]: p["correct"] for p in a if p["dimension"] == dimension and p.get("correct") is not None}
+    cb = {p["id"]: p["correct"] for p in b if p["dimension"] == dimension and p.get("correct") is not None}
+    ids = sorted(set(ca) & set(cb))
+    diffs = [float(cb[i]) - float(ca[i]) for i in ids]
+    if not diffs:
+        return {"dimension": dimension, "difference": float("nan"), "ci_low": float("nan"),
+                "ci_high": float("nan"), "n": 0}
+    lo, hi = bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
+    return {"dimension": dimension, "difference": round(sum(diffs) / len(diffs), 6),
+            "ci_low": round(lo, 6), "ci_high": round(hi, 6), "n": len(diffs)}

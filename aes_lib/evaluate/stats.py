@@ -1,0 +1,90 @@
+"""Statistics of a benchmark run: bootstrap confidence intervals, SRCC and PLCC.
+
+PLCC follows the usual practice of image-quality work: a four-parameter logistic maps the
+predicted scores onto the human scale before Pearson's r is taken.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+__all__ = ["bootstrap_ci", "logistic4", "fit_logistic4", "srcc", "plcc"]
+
+
+def bootstrap_ci(values: Sequence[float], stat: Callable[[np.ndarray], float] = np.mean,
+                 n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``stat`` over ``values``; the same seed, the same interval.
+
+    Returns ``(nan, nan)`` for no values; a single value gives a zero-width interval.
+    """
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return float("nan"), float("nan")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, x.size, size=(n_boot, x.size))
+    if stat is np.mean:
+        stats = x[idx].mean(axis=1)
+    else:
+        stats = np.array([stat(x[i]) for i in idx])
+    alpha = (1.0 - level) / 2.0
+    return float(np.quantile(stats, alpha)), float(np.quantile(stats, 1.0 - alpha))
+
+
+def bootstrap_pairs_ci(a: Sequence[float], b: Sequence[float], stat: Callable[[np.ndarray, np.ndarray], float],
+                       n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Bootstrap interval of a paired statistic (SRCC, PLCC) resampling (a, b) pairs together."""
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    if x.size < 3:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n_boot):
+        i = rng.integers(0, x.size, size=x.size)
+        if np.ptp(x[i]) == 0 or np.ptp(y[i]) == 0:
+            continue
+        stats.append(stat(x[i], y[i]))
+    if not stats:
+        return float("nan"), float("nan")
+    alpha = (1.0 - level) / 2.0
+    return float(np.quantile(stats, alpha)), float(np.quantile(stats, 1.0 - alpha))
+
+
+def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
+    """``b2 + (b1 - b2) / (1 + exp(-(x - b3) / |b4|))``, the four-parameter logistic."""
+    return b2 + (b1 - b2) / (1.0 + np.exp(-(np.asarray(x, float) - b3) / (abs(b4) + 1e-12)))
+
+
+def fit_logistic4(pred: Sequence[float], gt: Sequence[float]) -> np.ndarray:
+    """Least-squares parameters of :func:`logistic4` mapping ``pred`` onto ``gt``."""
+    from scipy.optimize import curve_fit
+
+    x, y = np.asarray(pred, float), np.asarray(gt, float)
+    p0 = [float(y.max()), float(y.min()), float(np.mean(x)), float(np.std(x) or 1.0)]
+    try:
+        params, _ = curve_fit(logistic4, x, y, p0=p0, maxfev=20000)
+    except RuntimeError:  # no convergence: fall back to the starting guess (monotone map)
+        params = np.asarray(p0)
+    return params
+
+
+def srcc(pred: Sequence[float], gt: Sequence[float]) -> float:
+    """Spearman rank correlation."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(pred, gt).statistic)
+
+
+def plcc(pred: Sequence[float], gt: Sequence[float], logistic: bool = True) -> float:
+    """Pearson correlation, after the four-parameter logistic fit when ``logistic``."""
+    from scipy.stats import pearsonr
+
+    x, y = np.asarray(pred, float), np.asarray(gt, float)
+    if logistic:
+        x = logistic4(x, *fit_logistic4(x, y))
+    if np.ptp(x) == 0:
+        return float("nan")
+    return float(pearsonr(x, y).statistic)
