@@ -225,3 +225,25 @@ def test_killing_the_process_between_submits_loses_nothing(tmp_path):
     store = CritiqueStore(tmp_path / "critiques.db")   # the store still opens and validates every row
     assert all(c.annotator == "kate" and c.grade == "fair" for c in store.critiques())
     store.close()
+
+
+@pytest.mark.parametrize("interactive", [False, True])
+def test_notebook_shows_the_tool_only_when_interactive(mini_dataset, tmp_path, interactive):
+    import shutil
+
+    import nbformat
+    import papermill as pm
+
+    repo = Path(__file__).parents[1]
+    shutil.copytree(mini_dataset.parent, tmp_path / "data")
+    executed = tmp_path / "01.ipynb"
+    pm.execute_notebook(str(repo / "notebooks" / "01_collect.ipynb"), str(executed), cwd=str(repo),
+                        parameters={"out_dir": str(tmp_path), "interactive": interactive,
+                                    "annotators_per_image": 2}, progress_bar=False)
+    outputs = [o for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "code"
+               for o in c.get("outputs", [])]
+    widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert bool(widgets) == interactive
+    stats = json.loads((tmp_path / "critiques" / "stats.json").read_text())
+    assert stats["annotator_kind"] == "simulated" and stats["n_critiques"] == 2 * stats["n_images"]
+    assert (tmp_path / "figures" / "fig_collect_stats.png").stat().st_size > 0

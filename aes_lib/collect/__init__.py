@@ -18,7 +18,7 @@ from .pipeline import (collect_outputs, critiques_dir, export_jsonl, import_into
                        open_store, simulate_into_store, store_summary, write_stats)
 from .protocol import STEPS, Protocol, load_protocol, protocol_from_dict
 from .simulate import SimulateConfig, simulate_critique, simulate_critiques
-from .stats import compute_stats, consensus_rows, ordinal_alpha, plot_stats
+from .stats import compute_stats, consensus_rows, ordinal_alpha, plot_stats, words_table
 from .store import CritiqueStore
 
 __all__ = [
@@ -26,7 +26,7 @@ __all__ = [
     "collect_outputs", "critiques_dir", "export_jsonl", "import_into_store", "load_manifest",
     "open_store", "simulate_into_store", "store_summary", "write_stats", "STEPS", "Protocol", "load_protocol",
     "protocol_from_dict", "SimulateConfig", "simulate_critique", "simulate_critiques",
-    "compute_stats", "consensus_rows", "ordinal_alpha", "plot_stats", "CritiqueStore",
+    "compute_stats", "consensus_rows", "ordinal_alpha", "plot_stats", "words_table", "CritiqueStore",
     "AnnotationTool", "register_cli",
 ]
 

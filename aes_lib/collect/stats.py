@@ -136,6 +136,16 @@ def characteristic_words(critiques: list[Critique], top: int = 10) -> dict[str, 
     return out
 
 
+def words_table(stats: dict[str, Any]) -> list[dict[str, str]]:
+    """``characteristic_words`` as rows: the words said of low and of high ratings per attribute."""
+    rows = []
+    for attr, words in stats["characteristic_words"].items():
+        rows.append({"attribute": attr,
+                     "said of low ratings": ", ".join(w for w, score in words if score > 0),
+                     "said of high ratings": ", ".join(w for w, score in reversed(words) if score < 0)})
+    return rows
+
+
 def compute_stats(critiques: list[Critique]) -> dict[str, Any]:
     """The statistics notebook 05 reads (keys listed in docs/CONTRACTS.md)."""
     grade_counts = Counter(c.grade for c in critiques)
@@ -185,7 +195,7 @@ def plot_stats(stats: dict[str, Any], stem: str | Path | None = None):
     mat = np.array([[stats["attribute_ratings"][a][str(r)] for r in range(RATING_MIN, RATING_MAX + 1)]
                     for a in ATTRIBUTES], dtype=float)
     mat = mat / np.maximum(mat.sum(axis=1, keepdims=True), 1)
-    im = axes[1].imshow(mat, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    im = axes[1].imshow(mat, cmap="Blues", vmin=0, vmax=max(float(mat.max()), 0.01), aspect="auto")
     axes[1].set(title="Attribute ratings (share)", xticks=range(5), xticklabels=range(1, 6),
                 yticks=range(len(ATTRIBUTES)), yticklabels=ATTRIBUTES, xlabel="rating")
     fig.colorbar(im, ax=axes[1], fraction=0.04)
