@@ -346,3 +346,11 @@ def test_simulation_on_the_built_dataset(mini_dataset, tmp_path):
         by_kind.setdefault(ids[c.image_id].degradation, []).append(c.rating("technical_quality"))
     mean = {k: sum(v) / len(v) for k, v in by_kind.items()}
     assert mean["noise"] < mean["none"] and mean["blur"] < mean["none"]
+
+
+def test_pccd_uses_downloaded_images_in_the_image_folder(tmp_path):
+    (tmp_path / "full_size_1.jpg").write_bytes(b"jpeg")
+    result = import_file(FIXTURES / "pccd_messy.json", "pccd", ImportOptions(images_dir=tmp_path))
+    images = {c.image_id: c.extra["image"] for c in result.critiques}
+    assert images["1_clean-row"] == "full_size_1.jpg"
+    assert images["3_numeric-scores"] == "http://example.org/upload/img_3.jpg"

@@ -217,6 +217,10 @@ def map_pccd_row(row: Any, i: int, opt: ImportOptions) -> Critique:
     image_id, image = resolve_image(row.get("image_url") or row.get("image"), opt.images_dir)
     if row.get("title"):
         image_id = _slug(_text(row["title"]))
+    if is_url(image) and opt.images_dir is not None:   # images downloaded into the image folder
+        local = Path(image.split("?")[0]).name
+        if (Path(opt.images_dir) / local).is_file():
+            image = local
     overall = parse_number(row.get("overall"), "overall")
     if overall is None:
         raise RowError("missing grade", "no 'overall' score")

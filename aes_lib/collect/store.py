@@ -173,6 +173,11 @@ class CritiqueStore:
         keys = ("seq", "kind", "image_id", "annotator", "reason", "protocol_version", "created_at")
         return [dict(zip(keys, r)) for r in rows]
 
+    def pairs(self, annotator_kind: str) -> list[tuple[str, str]]:
+        """``(image_id, annotator)`` of every critique of one kind (cheap: no JSON parsing)."""
+        return self._con.execute("SELECT image_id, annotator FROM critiques WHERE annotator_kind = ?",
+                                 (annotator_kind,)).fetchall()
+
     def annotators(self) -> list[str]:
         return [r[0] for r in self._con.execute(
             "SELECT DISTINCT annotator FROM critiques ORDER BY annotator")]

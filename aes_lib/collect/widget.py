@@ -273,10 +273,10 @@ class AnnotationTool:
         done = len(self.store.done_image_ids(self.annotator) & set(self.images))
         self.progress.value = done
         self.progress_label.value = f"{done} / {len(self.images)} done, {len(self.images) - done} to do"
-        humans = [c for c in self.store.critiques(annotator_kind="human") if c.image_id in self.images]
-        covered = len({c.image_id for c in humans})
+        humans = [(i, a) for i, a in self.store.pairs("human") if i in self.images]
+        covered = len({i for i, _ in humans})
         self.overall_label.value = (f"Overall: {len(humans)} human critiques by "
-                                    f"{len({c.annotator for c in humans})} annotators; {covered} / "
+                                    f"{len({a for _, a in humans})} annotators; {covered} / "
                                     f"{len(self.images)} images have at least one")
 
     def _say(self, lines: list[str], error: bool = False) -> None:
