@@ -168,12 +168,13 @@ def load_processor(path_or_id: str | Path):
 
 
 def load_model_and_processor(path_or_id: str | Path, adapter: str | Path | None = None,
-                             dtype: Any = None, device: str | None = None):
+                             dtype: Any = None, device: str | None = None, **model_kwargs: Any):
     """Load a llava-hf-layout checkpoint (local folder or hub id) and its processor.
 
     ``adapter``: a peft adapter folder applied on top (kept unmerged; see
     :func:`aes_lib.train.merge_adapter` for a standalone copy). ``dtype``: ``None``/``"auto"``
     keeps the checkpoint's. The model is returned in eval mode on ``device`` (default: CPU).
+    ``model_kwargs`` go to ``from_pretrained`` (e.g. ``attn_implementation="sdpa"``).
     """
     from transformers import AutoModelForImageTextToText
 
@@ -183,7 +184,8 @@ def load_model_and_processor(path_or_id: str | Path, adapter: str | Path | None 
     if path.exists() and not (path / "config.json").exists():
         raise FileNotFoundError(f"{path}: no config.json (not a saved model folder)")
     processor = load_processor(path_or_id)
-    model = AutoModelForImageTextToText.from_pretrained(str(path_or_id), dtype=resolve_dtype(dtype))
+    model = AutoModelForImageTextToText.from_pretrained(str(path_or_id), dtype=resolve_dtype(dtype),
+                                                        **model_kwargs)
     if adapter is not None:
         from peft import PeftModel
 

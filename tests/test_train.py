@@ -1,0 +1,299 @@
+"""Tests of the training stage (aes_lib.train) on the tiny LLaVA and a few generated PNGs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aes_lib.config import ConfigError
+from aes_lib.models import build_tiny_llava, load_model_and_processor
+from aes_lib.train import TrainConfig, encode_conversation, read_loss_csv, train
+from aes_lib.train.data import IGNORE, LlavaDataset, step_indices
+
+ANSWERS = {True: "Yes, it is bright.", False: "No, it is dark."}
+
+
+def write_split(root: Path, split: str, n: int) -> Path:
+    """n LLaVA records over n small PNGs (bright or dark), like the generation stage writes."""
+    rng = np.random.RandomState({"train": 0, "val": 1}[split])
+    (root / "data" / "images").mkdir(parents=True, exist_ok=True)
+    (root / "instructions").mkdir(parents=True, exist_ok=True)
+    records = []
+    for i in range(n):
+        bright = i % 2 == 0
+        arr = (rng.rand(40, 48, 3) * 60 + (180 if bright else 20)).astype(np.uint8)
+        name = f"images/{split}_{i}.png"
+        Image.fromarray(arr).save(root / "data" / name)
+        records.append({"id": f"{split}-{i}", "image": name, "type": "perception_mcq", "qtype": "yes-no",
+                        "conversations": [{"from": "human", "value": "<image>\nIs the image bright?"},
+                                          {"from": "gpt", "value": ANSWERS[bright]}]})
+    path = root / "instructions" / f"llava_{split}.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    write_split(root, "train", 16)
+    write_split(root, "val", 4)
+    build_tiny_llava(root / "base_model", corpus_texts=list(ANSWERS.values()), seed=0)
+    return root
+
+
+def make_cfg(root: Path, run: str, **kw) -> TrainConfig:
+    base = dict(train_file=str(root / "instructions/llava_train.json"), val_file="",
+                image_root=str(root / "data"), output_dir=str(root / run),
+                base_model_dir=str(root / "base_model"), lora_r=8, lora_alpha=16,
+                modules_to_save=["lm_head"], lr=2e-3, projector_lr=2e-3, max_steps=4,
+                global_batch_size=8, micro_batch_size=4, n_samples=0, merge=False, progress=False,
+                lora_dropout=0.1)
+    base.update(kw)
+    return TrainConfig.from_dict(base)
+
+
+def trainable_state(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+# --- data ------------------------------------------------------------------------------------
+
+def test_label_masking_positions_exact(workspace):
+    _, processor = load_model_and_processor(workspace / "base_model")
+    tok = processor.tokenizer
+    conv = [{"from": "human", "value": "<image>\nIs it blurry?"}, {"from": "gpt", "value": "Yes."},
+            {"from": "human", "value": "Why?"}, {"from": "gpt", "value": "Soft edges."}]
+    n_img = 3
+    enc = encode_conversation(processor, conv, n_image_tokens=n_img, max_length=512)
+
+    def n_tokens(text):  # as inference tokenizes a prompt: whole, with <s>, <image> expanded
+        return len(tok(text)["input_ids"]) + n_img - 1
+
+    first = "USER: <image>\nIs it blurry? ASSISTANT:"
+    second = first + " Yes.</s>USER: Why? ASSISTANT:"
+    full = second + " Soft edges.</s>"
+    a1, e1 = n_tokens(first), n_tokens(first + " Yes.</s>")
+    a2, e2 = n_tokens(second), n_tokens(full)
+    assert len(enc.input_ids) == e2
+    supervised = [i for i, label in enumerate(enc.labels) if label != IGNORE]
+    assert supervised == list(range(a1, e1)) + list(range(a2, e2))
+    assert all(enc.labels[i] == enc.input_ids[i] for i in supervised)
+    assert tok.decode(enc.input_ids[a1:e1]) == " Yes.</s>"  # each answer ends with </s>
+    assert tok.decode(enc.input_ids[a2:e2]) == " Soft edges.</s>"
+    assert enc.input_ids[0] == tok.bos_token_id and enc.labels[0] == IGNORE
+    assert enc.input_ids.count(processor.image_token_id) == n_img
+
+
+def test_prompt_tokens_match_the_processor(workspace):
+    """The collator's ids for the prompt are exactly what processor(images, text) produces."""
+    from aes_lib.models import build_prompt
+
+    _, processor = load_model_and_processor(workspace / "base_model")
+    conv = [{"from": "human", "value": "<image>\nIs the image bright?"}, {"from": "gpt", "value": "Yes."}]
+    enc = encode_conversation(processor, conv, n_image_tokens=16, max_length=512)
+    image = Image.open(workspace / "data/images/train_0.png").convert("RGB")
+    ref = processor(images=image, text=build_prompt(processor, conv[:1]), return_tensors="np")
+    ref_ids = ref["input_ids"][0].tolist()
+    assert enc.input_ids[:len(ref_ids)] == ref_ids
+    assert all(label == IGNORE for label in enc.labels[:len(ref_ids)])
+    assert enc.labels[len(ref_ids)] != IGNORE
+
+
+def test_dropped_and_truncated_counts(workspace):
+    _, processor = load_model_and_processor(workspace / "base_model")
+    recs = json.loads((workspace / "instructions/llava_train.json").read_text())[:4]
+    prompt = encode_conversation(processor, recs[0]["conversations"], 16, 10 ** 6)
+    n_prompt = prompt.labels.index(next(x for x in prompt.labels if x != IGNORE))  # first answer token
+    last_image = max(i for i, t in enumerate(prompt.input_ids) if t == processor.image_token_id)
+    long_answer = {**recs[0], "id": "long",
+                   "conversations": [recs[0]["conversations"][0], {"from": "gpt", "value": "bright " * 60}]}
+    # room for the prompt and one answer token: every sample kept, all truncated but the short ones
+    data = LlavaDataset(processor, recs + [long_answer], workspace / "data", max_length=n_prompt + 8)
+    s = data.stats
+    assert (s.n_records, s.n_kept, s.n_truncated, s.n_dropped_no_supervised) == (5, 5, 1, 0)
+    # no room for any answer token: nothing to train on is an error, not a zero loss
+    with pytest.raises(ValueError, match="none of the 4 samples has a supervised"):
+        LlavaDataset(processor, recs, workspace / "data", max_length=n_prompt)
+    # the image placeholders cut: dropped and counted as such
+    with pytest.raises(ValueError, match="none of the 4 samples"):
+        LlavaDataset(processor, recs, workspace / "data", max_length=last_image)
+    # a long question pushes the answer out: dropped and counted; too many of them is an error
+    long_q = [{**r, "id": f"longq{i}", "conversations": [
+        {"from": "human", "value": "<image>\n" + "Is the image bright? " * 8}, r["conversations"][1]]}
+        for i, r in enumerate(recs)]
+    mixed = LlavaDataset(processor, recs + long_q[:1], workspace / "data", max_length=n_prompt + 8,
+                         max_dropped_fraction=0.5)
+    assert (mixed.stats.n_kept, mixed.stats.n_dropped_no_supervised, mixed.stats.dropped_ids) == \
+        (4, 1, ["longq0"])
+    with pytest.raises(ValueError, match="max_dropped_fraction"):
+        LlavaDataset(processor, recs[:1] + long_q, workspace / "data", max_length=n_prompt + 8,
+                     max_dropped_fraction=0.5)
+
+
+def test_template_that_hides_answers_is_an_error(workspace):
+    """The classic silent failure (every label masked, loss 0) is caught before training."""
+    _, processor = load_model_and_processor(workspace / "base_model")
+    recs = json.loads((workspace / "instructions/llava_train.json").read_text())[:3]
+    user = "{% if m['role'] == 'user' %}USER: <image>\n{{ m['content'][-1]['text'] }} {% endif %}"
+    # the answers' text never rendered (a template written for another content layout)
+    processor.chat_template = ("{% for m in messages %}" + user + "{% if m['role'] == 'assistant' %}"
+                               "ASSISTANT:{% endif %}{% endfor %}"
+                               "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+    with pytest.raises(ValueError, match="none of the 3 samples has a supervised"):
+        LlavaDataset(processor, recs, workspace / "data", max_length=512)
+    # a template whose generation cue is not where the answer starts: cannot locate answers
+    processor.chat_template = ("{% for m in messages %}" + user + "{% endfor %}"
+                               "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+    with pytest.raises(ValueError, match="assistant tokens cannot be located"):
+        LlavaDataset(processor, recs, workspace / "data", max_length=512)
+
+
+def test_missing_image_is_an_error(workspace, tmp_path):
+    _, processor = load_model_and_processor(workspace / "base_model")
+    recs = json.loads((workspace / "instructions/llava_train.json").read_text())[:2]
+    recs[1] = {**recs[1], "image": "images/nope.png"}
+    with pytest.raises(FileNotFoundError, match="nope.png.*train-1"):
+        LlavaDataset(processor, recs, workspace / "data", max_length=512)
+
+
+def test_step_indices_cover_epochs_and_are_seeded():
+    first = [step_indices(10, 4, s, seed=3) for s in range(2)]
+    assert len(set(first[0]) | set(first[1])) == 8  # no sample twice in an epoch
+    assert step_indices(10, 4, 1, seed=3) == first[1]
+    assert step_indices(10, 4, 2, seed=3) != step_indices(10, 4, 0, seed=3)  # new epoch, new order
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        step_indices(3, 4, 0, seed=0)
+
+
+def test_config_checks():
+    with pytest.raises(ConfigError, match="global_batch_size"):
+        TrainConfig.from_dict({"global_batch_size": 10, "micro_batch_size": 4})
+    with pytest.raises(ConfigError, match="test split"):
+        TrainConfig.from_dict({"val_file": "outputs/instructions/llava_test.json"})
+    assert TrainConfig.from_dict({"method": "full"}).lr == 2e-5
+    cfg = TrainConfig.from_dict({})
+    assert (cfg.lr, cfg.projector_lr, cfg.lora_r, cfg.lora_alpha) == (2e-4, 2e-5, 128, 256)
+    assert cfg.grad_accum(2) == 4
+
+
+
+# --- training ----------------------------------------------------------------------------------
+
+def _close(a: dict, b: dict, atol: float) -> bool:
+    import torch
+
+    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=atol) for k in a)
+
+
+def test_resume_gives_the_same_weights_as_a_straight_run(workspace):
+    straight = train(make_cfg(workspace, "straight", max_steps=4))
+    cfg = make_cfg(workspace, "resumed", max_steps=4, save_every=2)
+    half = train(cfg, stop_after=2)
+    assert half["steps_done"] == 2 and not (workspace / "resumed/adapter").exists()
+    assert (workspace / "resumed/checkpoint-2/state/optimizer.bin").exists()
+    for name in ("config.json", "loss.csv", "data_stats.json"):
+        assert (workspace / "resumed/checkpoint-2" / name).stat().st_size > 0
+    resumed = train(make_cfg(workspace, "resumed", max_steps=4, save_every=2, resume_from="latest"))
+    assert resumed["steps_done"] == 4
+    a = trainable_state(workspace / "straight/adapter")
+    b = trainable_state(workspace / "resumed/adapter")
+    assert _close(a, b, atol=1e-6)
+    la = [r["loss"] for r in read_loss_csv(workspace / "straight/loss.csv")]
+    lb = [r["loss"] for r in read_loss_csv(workspace / "resumed/loss.csv")]
+    assert len(la) == len(lb) == 4 and np.allclose(la, lb, atol=1e-5)
+    # and the run moved: the adapter is not its initial value
+    init = trainable_state(workspace / "resumed/checkpoint-2/adapter")
+    assert not _close(init, b, atol=1e-6)
+    assert straight["first_loss"] > straight["last_loss"]
+
+
+def test_grad_accumulation_keeps_the_global_batch(workspace):
+    one = train(make_cfg(workspace, "acc1", micro_batch_size=8, lora_dropout=0.0, max_steps=2))
+    two = train(make_cfg(workspace, "acc2", micro_batch_size=2, lora_dropout=0.0, max_steps=2))
+    assert (one["grad_accum"], two["grad_accum"]) == (1, 4)
+    assert _close(trainable_state(workspace / "acc1/adapter"), trainable_state(workspace / "acc2/adapter"),
+                  atol=1e-5)
+
+
+def test_merged_model_matches_base_plus_adapter_and_outputs(workspace):
+    import torch
+
+    summary = train(make_cfg(workspace, "merge", merge=True, n_samples=2, max_steps=3,
+                             val_file=str(workspace / "instructions/llava_val.json")))
+    run = workspace / "merge"
+    for name in ("adapter", "merged", "loss.csv", "config.json", "data_stats.json", "samples.json"):
+        assert (run / name).exists(), name
+    samples = json.loads((run / "samples.json").read_text())
+    assert len(samples) == 2 and all({"before", "after", "question", "reference"} <= set(s) for s in samples)
+    assert "val_loss_before" in summary and "val_loss_after" in summary
+    rows = read_loss_csv(run / "loss.csv")
+    assert [r["step"] for r in rows] == [1, 2, 3] and rows[-1]["tokens"] > rows[0]["tokens"] > 0
+    lora, processor = load_model_and_processor(workspace / "base_model", adapter=run / "adapter")
+    merged, _ = load_model_and_processor(run / "merged")
+    base, _ = load_model_and_processor(workspace / "base_model")
+    image = Image.open(workspace / "data/images/val_0.png").convert("RGB")
+    inputs = processor(images=image, text="USER: <image>\nIs the image bright? ASSISTANT: Yes",
+                       return_tensors="pt")
+    with torch.no_grad():
+        a, b, c = lora(**inputs).logits, merged(**inputs).logits, base(**inputs).logits
+    assert torch.allclose(a, b, atol=1e-4)
+    assert not torch.allclose(a, c, atol=1e-3)  # training changed something
+    assert type(merged).__name__ == "LlavaForConditionalGeneration"
+
+
+def test_full_finetune_changes_exactly_the_trainable_parameters(workspace):
+    from safetensors.torch import load_file
+
+    train(make_cfg(workspace, "full", method="full", lr=1e-3, projector_lr=1e-3, max_steps=1,
+                   warmup_ratio=0.0, max_grad_norm=0.0))
+    before = load_file(str(workspace / "base_model/model.safetensors"))
+    after = load_file(str(workspace / "full/merged/model.safetensors"))
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not np.array_equal(before[k].numpy(), after[k].numpy())}
+    vision = {k for k in before if "vision_tower" in k}
+    assert not (changed & vision)  # frozen
+    # every language-model tensor (layers, norms, embeddings, lm_head) and the projector move
+    must = {k for k in before if k.startswith(("language_model.", "multi_modal_projector."))}
+    assert len(must) > 20 and changed == must
+    # within the embedding, only the rows of tokens the batch used (Adam moves nothing else)
+    emb = "language_model.model.embed_tokens.weight"
+    rows = np.flatnonzero((before[emb] != after[emb]).any(dim=1).numpy())
+    assert 0 < len(rows) < before[emb].shape[0] // 2
+
+
+def test_cli_train_and_errors(workspace, tmp_path, capsys):
+    import yaml
+
+    from aes_lib.cli import main
+
+    cfg = make_cfg(workspace, str(tmp_path / "cli")).to_dict()
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(tmp_path / "train.yaml"), "--max-steps", "2",
+                 "--set", "lora_dropout=0.0"]) == 0
+    assert len(read_loss_csv(tmp_path / "cli/loss.csv")) == 2
+    assert json.loads((tmp_path / "cli/config.json").read_text())["lora_dropout"] == 0.0
+    assert main(["train", "--config", str(tmp_path / "train.yaml"), "--set", "nope=1"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(["merge-adapter", "--base", str(workspace / "base_model"), "--adapter",
+                 str(tmp_path / "cli/adapter"), "--out", str(tmp_path / "m")]) == 0
+    assert (tmp_path / "m/model.safetensors").exists()
+
+
+def test_accelerate_configs_parse():
+    import yaml
+
+    from aes_lib.train.launch import ACCELERATE_CONFIGS, accelerate_config
+
+    kinds = {}
+    for name in ACCELERATE_CONFIGS:
+        data = yaml.safe_load(accelerate_config(name).read_text())
+        kinds[name] = data["distributed_type"]
+        assert data["mixed_precision"] == "bf16"
+    assert kinds == {"single_gpu": "NO", "multi_gpu": "MULTI_GPU", "fsdp": "FSDP",
+                     "deepspeed_zero3": "DEEPSPEED"}
