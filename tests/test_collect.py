@@ -237,6 +237,9 @@ def test_image_paths_outside_the_folder_are_refused(tmp_path):
             resolve_image(bad, images)
     with pytest.raises(RowError, match="outside the image folder"):
         resolve_image("/abs/x.png", None)
+    (images / "link.png").symlink_to(tmp_path / "elsewhere.png")   # a symlink leading out
+    with pytest.raises(RowError, match="outside the image folder"):
+        resolve_image("link.png", images)
 
 
 def test_csv_import_with_column_mapping(tmp_path):
