@@ -223,6 +223,8 @@ class ResponseCache:
 
 
 _RETRYABLE_STATUS = {408, 409, 429}
+#: workers sharing one HTTP connection pool (see LLMClient._run_all)
+SHARD_SIZE = 8
 
 
 class _BrokenReply(Exception):
@@ -315,14 +317,23 @@ class LLMClient:
             key = "EMPTY"  # vLLM / Ollama accept any key
         return key
 
-    def _make_async_client(self) -> Any:
+    def _make_async_client(self, connections: int | None = None) -> Any:
         from openai import AsyncOpenAI
 
         for name in ("httpx", "httpx2", "openai"):  # one INFO line per request is noise at scale
             if logging.getLogger(name).level == logging.NOTSET:
                 logging.getLogger(name).setLevel(logging.WARNING)
-        return AsyncOpenAI(api_key=self._api_key(), base_url=self.cfg.base_url,
-                           timeout=self.cfg.timeout_s, max_retries=0)
+        api_key = self._api_key()
+        try:  # a pool sized to the concurrency: the default (1,000) costs CPU per request
+            from openai import DefaultAsyncHttpxClient
+
+            n = connections or self.cfg.concurrency
+            limits = type(openai_limits())(max_connections=n, max_keepalive_connections=n)
+            http_client = DefaultAsyncHttpxClient(limits=limits, timeout=self.cfg.timeout_s)
+        except Exception:  # pragma: no cover - other openai versions: their default pool
+            http_client = None
+        return AsyncOpenAI(api_key=api_key, base_url=self.cfg.base_url, timeout=self.cfg.timeout_s,
+                           max_retries=0, http_client=http_client)
 
     # --- running ----------------------------------------------------------------------------
     def run(self, requests: list[ChatRequest], progress: bool = True) -> list[ChatResult]:
@@ -360,23 +371,30 @@ class LLMClient:
             log.info("%d requests: %d from the cache, %d to send to %s (model %s, concurrency %d)",
                      len(requests), len(requests) - len(todo), len(todo),
                      self.cfg.base_url or "api.openai.com", self.cfg.model, self.cfg.concurrency)
-            client = self._make_async_client()
-            sem = asyncio.Semaphore(self.cfg.concurrency)
+            # workers, not one task per request: at most `concurrency` in flight, and each
+            # group of SHARD_SIZE workers has its own small connection pool (httpcore's pool
+            # scans every connection for each request, so one big pool costs CPU per request)
+            n_workers = min(self.cfg.concurrency, len(todo))
+            n_shards = -(-n_workers // SHARD_SIZE)
+            clients = [self._make_async_client(-(-n_workers // n_shards)) for _ in range(n_shards)]
             rpm = TokenBucket(self.cfg.requests_per_minute) if self.cfg.requests_per_minute else None
             tpm = TokenBucket(self.cfg.tokens_per_minute) if self.cfg.tokens_per_minute else None
             bar = tqdm(total=len(todo), desc=f"LLM {self.cfg.model}", disable=not progress,
                        leave=False)
+            queue = iter(todo)
 
-            async def one(i: int) -> None:
-                async with sem:
+            async def worker(w: int) -> None:
+                client = clients[w % n_shards]
+                for i in queue:  # a shared iterator: each index is taken by exactly one worker
                     results[i] = await self._one(client, requests[i], rpm, tpm)
-                bar.update(1)
+                    bar.update(1)
 
             try:
-                await asyncio.gather(*(one(i) for i in todo))
+                await asyncio.gather(*(worker(w) for w in range(n_workers)))
             finally:
                 bar.close()
-                await client.close()
+                for client in clients:
+                    await client.close()
         self._add(seconds=time.monotonic() - t0)
         return [r for r in results if r is not None]
 
@@ -433,16 +451,18 @@ class LLMClient:
             self._add(requests_sent=1)
             retry_after = None
             try:
-                resp = await client.chat.completions.create(**body)
+                # the SDK's own POST (auth, headers, error mapping); the reply is read as a plain
+                # dict, which skips per-request pydantic work that dominates CPU at scale
+                resp = await client.post("/chat/completions", body=body, cast_to=dict)
                 try:
-                    text = resp.choices[0].message.content
-                except (AttributeError, IndexError, TypeError):
+                    text = resp["choices"][0]["message"]["content"]
+                except (KeyError, IndexError, TypeError):
                     raise _BrokenReply(f"reply without a completion: {str(resp)[:120]!r}") from None
                 if not isinstance(text, str):
                     raise _BrokenReply("reply without message content")
-                u = getattr(resp, "usage", None)
-                usage = {"prompt_tokens": getattr(u, "prompt_tokens", 0) or 0,
-                         "completion_tokens": getattr(u, "completion_tokens", 0) or 0}
+                u = resp.get("usage") or {}
+                usage = {"prompt_tokens": int(u.get("prompt_tokens") or 0),
+                         "completion_tokens": int(u.get("completion_tokens") or 0)}
                 self._add(**usage)
                 return text, usage, attempt + 1
             except openai.APIStatusError as e:
@@ -552,6 +572,13 @@ class LLMClient:
         if self._cache is not None:
             self._cache.close()
             self._cache = None
+
+
+def openai_limits() -> Any:
+    """The connection-limits object of the HTTP library the installed openai SDK uses."""
+    from openai._constants import DEFAULT_CONNECTION_LIMITS
+
+    return DEFAULT_CONNECTION_LIMITS
 
 
 def _retry_after(e: Any) -> float | None:
