@@ -209,5 +209,6 @@ def plot_stats(stats: dict[str, Any], stem: str | Path | None = None):
         stem = Path(stem)
         stem.parent.mkdir(parents=True, exist_ok=True)
         for ext in ("png", "pdf"):
-            fig.savefig(stem.with_suffix(f".{ext}"))
+            fig.savefig(stem.with_suffix(f".{ext}"),   # no creation date: same input, same bytes
+                        metadata={"CreationDate": None} if ext == "pdf" else {"Software": None})
     return fig
