@@ -147,6 +147,14 @@ def test_characteristic_words_top_k():
     assert len(visible) == len(ATTRIBUTES)
     assert [t.get_text() for t in visible[0].get_yticklabels()] == ["tech0", "tech1", "tech2"]
     assert [round(p.get_width(), 2) for p in visible[0].patches] == [1.0, 0.9, 0.8]
+    # both signs, as the collect stage writes them: low-rating words first, then high-rating ones
+    fig = F.fig_characteristic_words({"composition": [["crooked", 1.2], ["tilted", 0.4],
+                                                      ["balanced", -0.9], ["centred", -1.5]]},
+                                     "simulated", top_k=1)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["crooked", "centred"]
+    red, green = (p.get_facecolor() for p in ax.patches)
+    assert red != green
 
 
 def test_agreement_handles_missing_alpha():
@@ -171,7 +179,9 @@ def test_loss_curve_smoothing():
     raw, smooth = fig.axes[0].lines[:2]
     assert list(raw.get_ydata()) == LOSS["loss"].tolist()
     y = LOSS["loss"].tolist()
-    assert math.isclose(smooth.get_ydata()[1], 0.5 * y[0] + 0.5 * y[1])
+    # debiased EMA: (0.25 y0 + 0.5 y1) / (1 - 0.5**2)
+    assert smooth.get_ydata()[0] == y[0]
+    assert math.isclose(smooth.get_ydata()[1], (0.25 * y[0] + 0.5 * y[1]) / 0.75)
     assert len(fig.axes) == 2  # loss and learning rate
 
 
@@ -212,6 +222,7 @@ def test_bars_with_confidence_intervals():
 def test_split_metric():
     assert split_metric("overall[proxy-overlap]") == ("overall", "proxy-overlap")
     assert split_metric("accuracy") == ("accuracy", "")
+    assert split_metric("overall[]") == ("overall", "")
     with pytest.raises(ValueError, match="NAME"):
         split_metric("bad metric!")
 
@@ -297,6 +308,8 @@ def test_build_report_complete(tmp_path):
     out = write_outputs(tmp_path / "outputs")
     (out / "notebooks").mkdir()
     (out / "notebooks" / "00_dataset.ipynb").write_text("{}")
+    (out / "figures").mkdir()
+    (out / "figures" / "fig_contact_sheet.png").write_bytes(b"png from notebook 00")
     rep = build_report(ReportConfig(out_dir=str(out)))
     assert rep.skipped == {}
     summary = json.loads((out / "report.json").read_text())
@@ -310,9 +323,10 @@ def test_build_report_complete(tmp_path):
         assert "figures/fig_radar_aesbench.png" in links
         assert "tables/table_main_results.tex" in links
         assert "notebooks/00_dataset.ipynb" in links
+        assert "figures/fig_contact_sheet.png" in links  # an earlier notebook's figure
         assert broken_links(out / page) == []
     html_text = (out / "index.html").read_text()
-    assert html_text.count("<figure") == sum(1 for s in SPECS.values() if s.kind == "figure")
+    assert html_text.count("<figure") == sum(1 for s in SPECS.values() if s.kind == "figure") + 1
     assert "not executed in this output folder yet" in html_text  # 01..05 have no copies
 
 

@@ -198,7 +198,21 @@ class Report:
                 t = item["table"]
                 entry.update(columns=t.columns, rows=t.rows, notes=t.notes)
             out["figures" if item["kind"] == "figure" else "tables"][name] = entry
+        out["other_figures"] = self._other_figures(rel)
         return out
+
+    def _other_figures(self, rel) -> dict[str, Any]:
+        """Figures earlier notebooks saved under ``figures/`` (e.g. the contact sheet)."""
+        others: dict[str, Any] = {}
+        for png in sorted((self.out_dir / "figures").glob("*.png")):
+            if png.stem in SPECS:
+                continue
+            paths = [p for p in (png.with_suffix(".pdf"), png) if p.exists()]
+            others[png.stem] = {"caption": "Saved by an earlier notebook; its executed copy "
+                                           "(below) explains it.",
+                                "files": [rel(p) for p in paths],
+                                "sha256": {rel(p): sha256_file(p) for p in paths}}
+        return others
 
     def finish(self) -> list[Path]:
         """Build whatever was not built yet, drop stale files of skipped items, write

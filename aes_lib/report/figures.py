@@ -97,7 +97,7 @@ def fig_dataset_composition(images: Sequence[Mapping[str, Any]]):
     ax.invert_yaxis()
     ax.set_xlabel("images")
     ax.set_title("per source photo")
-    ax.legend(title="split", fontsize=7)
+    ax.legend(title="split", fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.22))
     deg = Counter(im.get("degradation", "none") for im in images)
     labels = _ordered(deg, DEGRADATIONS)
     _barh(axes[0, 1], labels, [deg[k] for k in labels], MEASURED_COLORS[1])
@@ -189,23 +189,41 @@ def fig_description_lengths(lengths: Sequence[int], annotator_kind: str):
 
 def fig_characteristic_words(words: Mapping[str, Sequence[Sequence[Any]]], annotator_kind: str,
                              top_k: int = 5):
-    """The ``top_k`` most characteristic words per attribute, one small panel each."""
+    """Per attribute, up to ``top_k`` words of each sign of the collect stage's score, one
+    small panel each. Positive scores (words said more of low ratings) and negative ones (said
+    more of high ratings) get different colours; the score itself is plotted as given."""
     from aes_lib.style import MEASURED_COLORS
 
     attrs = _ordered(words, ATTRIBUTES)
     ncols = min(4, max(1, len(attrs)))
     nrows = math.ceil(len(attrs) / ncols) or 1
-    fig, axes = _figure(2.6 * ncols, 0.25 * top_k * nrows + 1.2 * nrows, nrows, ncols)
+    picked = {}
+    for attr in attrs:
+        pairs = [(str(w), float(s)) for w, s in words[attr]]
+        pos = sorted((p for p in pairs if p[1] >= 0), key=lambda p: (-p[1], p[0]))[:top_k]
+        neg = sorted((p for p in pairs if p[1] < 0), key=lambda p: (p[1], p[0]))[:top_k]
+        picked[attr] = pos + neg[::-1]
+    most = max((len(v) for v in picked.values()), default=1)
+    fig, axes = _figure(2.7 * ncols, (0.22 * most + 0.9) * nrows + 0.6, nrows, ncols)
     flat = list(axes.flat)
     for ax, attr in zip(flat, attrs):
-        top = list(words[attr])[:top_k]
-        _barh(ax, [str(w) for w, _ in top], [float(s) for _, s in top], MEASURED_COLORS[3], "{:.2f}")
+        top = picked[attr]
+        ypos = list(range(len(top)))
+        colors = [MEASURED_COLORS[0] if s >= 0 else MEASURED_COLORS[2] for _, s in top]
+        bars = ax.barh(ypos, [s for _, s in top], color=colors)
+        ax.set_yticks(ypos, [w for w, _ in top], fontsize=7)
+        ax.invert_yaxis()
+        ax.bar_label(bars, [f"{s:.2f}" for _, s in top], padding=2, fontsize=6)
+        ax.axvline(0, color="#555555", lw=0.6)
+        ax.margins(x=0.25)
         ax.set_title(ATTRIBUTE_LABELS.get(attr, attr))
         ax.tick_params(axis="x", labelsize=6)
     for ax in flat[len(attrs):]:
         ax.set_visible(False)
-    fig.suptitle("Most characteristic words per attribute (score as computed by the collect stage)")
-    _provenance(fig, f"{_who(annotator_kind)}.")
+    fig.suptitle("Most characteristic words per attribute: red = said of low ratings, "
+                 "green = said of high ratings")
+    _provenance(fig, f"{_who(annotator_kind)}. Score as the collect stage computes it "
+                     "(log-odds low vs high ratings; a share of answers when one side is empty).")
     return fig
 
 
@@ -224,14 +242,16 @@ def fig_agreement(agreement: Mapping[str, float | None], annotator_kind: str):
     ax.invert_yaxis()
     ax.bar_label(bars, ["n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
                         for v in values], padding=2, fontsize=7)
-    for x, name in ((0.667, "0.667: tentative"), (0.8, "0.8: reliable")):
+    for x, name in ((0.667, "0.667"), (0.8, "0.8")):
         ax.axvline(x, color="#555555", lw=0.8, ls=":")
-        ax.annotate(name, (x, 1.0), xycoords=("data", "axes fraction"), rotation=90, fontsize=6,
-                    va="top", ha="right", color="#555555")
+        ax.annotate(name, (x, 1.0), xycoords=("data", "axes fraction"), fontsize=6,
+                    va="bottom", ha="center", color="#555555", xytext=(0, 2),
+                    textcoords="offset points")
     ax.set_xlim(min(0.0, min(shown, default=0.0)) - 0.05, 1.05)
     ax.set_xlabel("Krippendorff's alpha (ordinal)")
-    ax.set_title("Inter-annotator agreement")
-    _provenance(fig, f"{_who(annotator_kind)}; thresholds after Krippendorff (2004).")
+    ax.set_title("Inter-annotator agreement", pad=14)
+    _provenance(fig, f"{_who(annotator_kind)}. Dotted lines: 0.667 (tentative conclusions) and "
+                     "0.8 (reliable), after Krippendorff (2004).")
     return fig
 
 
@@ -290,11 +310,11 @@ def fig_loss_curve(loss, smoothing: float = 0.9):
     ax = axes[0, 0]
     steps, values = loss["step"].tolist(), loss["loss"].astype(float).tolist()
     ax.plot(steps, values, color=MEASURED_COLORS[0], alpha=0.3, lw=0.8, label="loss")
-    smooth, acc = [], None
-    for v in values:
-        acc = v if acc is None else smoothing * acc + (1 - smoothing) * v
-        smooth.append(acc)
-    ax.plot(steps, smooth, color=MEASURED_COLORS[0], lw=1.8, label=f"smoothed (EMA {smoothing:g})")
+    smooth, acc = [], 0.0
+    for t, v in enumerate(values, 1):  # debiased exponential moving average
+        acc = smoothing * acc + (1 - smoothing) * v
+        smooth.append(acc / (1 - smoothing ** t))
+    ax.plot(steps, smooth, color=MEASURED_COLORS[0], lw=1.8, label=f"smoothed (debiased EMA {smoothing:g})")
     ax.set_ylabel("training loss")
     ax.legend(fontsize=7)
     if values:
@@ -304,6 +324,9 @@ def fig_loss_curve(loss, smoothing: float = 0.9):
         axes[1, 0].plot(steps, loss["lr"].tolist(), color=MEASURED_COLORS[1], lw=1.2)
         axes[1, 0].set_ylabel("learning rate")
         axes[1, 0].ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    from matplotlib.ticker import MaxNLocator
+
+    axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[-1, 0].set_xlabel("optimizer step")
     _provenance(fig, f"Loss {MEASURED} (train/run/loss.csv).")
     return fig
@@ -395,8 +418,10 @@ def fig_bars(results, group_by: str, judge: str = ""):
             x = np.arange(len(groups)) + (i - (len(models) - 1) / 2) * width
             ax.bar(x, vals, width, yerr=err, capsize=2, color=MEASURED_COLORS[i % len(MEASURED_COLORS)],
                    label=model, error_kw={"lw": 0.8})
-        ax.set_xticks(range(len(groups)), [ATTRIBUTE_LABELS.get(g, g) for g in groups],
-                      rotation=30 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center")
+        labels = [ATTRIBUTE_LABELS.get(g, g) for g in groups]
+        tilt = len(groups) > 4 or max((len(t) for t in labels), default=0) > 8
+        ax.set_xticks(range(len(groups)), labels, rotation=30 if tilt else 0,
+                      ha="right" if tilt else "center", rotation_mode="anchor")
         ax.set_ylim(0, 2 if dim == "AesI" else 100)
         ax.set_ylabel(f"overall [{judge}] (0-2)" if dim == "AesI" else "accuracy (%)")
         ax.set_title(dim)

@@ -59,6 +59,14 @@ def render_html(out_dir: Path, report: Mapping[str, Any]) -> str:
                      f'alt="{html.escape(name)}"><figcaption><strong>{html.escape(name)}</strong>. '
                      f'{html.escape(fig["caption"])} <span class="files">{_links_html(fig["files"])}'
                      "</span></figcaption></figure>")
+    if report.get("other_figures"):
+        parts.append("<h2>Figures from earlier notebooks</h2>")
+        for name, fig in report["other_figures"].items():
+            png = next(f for f in fig["files"] if f.endswith(".png"))
+            parts.append(f'<figure id="{html.escape(name)}"><img src="{html.escape(png)}" '
+                         f'alt="{html.escape(name)}"><figcaption><strong>{html.escape(name)}'
+                         f'</strong>. {html.escape(fig["caption"])} <span class="files">'
+                         f'{_links_html(fig["files"])}</span></figcaption></figure>')
     parts.append("<h2>Tables</h2>")
     for name, tab in report.get("tables", {}).items():
         parts.append(f'<h3 id="{html.escape(name)}">{html.escape(name)}</h3>'
@@ -86,6 +94,12 @@ def render_markdown(out_dir: Path, report: Mapping[str, Any]) -> str:
         png = next(f for f in fig["files"] if f.endswith(".png"))
         links = " · ".join(f"[{Path(f).suffix[1:].upper()}]({f})" for f in fig["files"])
         lines += [f"### {name}", "", f"![{name}]({png})", "", f"{fig['caption']} ({links})", ""]
+    if report.get("other_figures"):
+        lines += ["## Figures from earlier notebooks", ""]
+        for name, fig in report["other_figures"].items():
+            png = next(f for f in fig["files"] if f.endswith(".png"))
+            links = " · ".join(f"[{Path(f).suffix[1:].upper()}]({f})" for f in fig["files"])
+            lines += [f"### {name}", "", f"![{name}]({png})", "", f"{fig['caption']} ({links})", ""]
     lines += ["## Tables", ""]
     for name, tab in report.get("tables", {}).items():
         links = " · ".join(f"[{Path(f).suffix[1:].upper()}]({f})" for f in tab["files"])

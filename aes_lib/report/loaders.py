@@ -37,7 +37,7 @@ LOSS_COLUMNS = ("step", "loss")
 RESULTS_COLUMNS = ("model", "dimension", "group_by", "group", "metric", "value", "ci_low",
                    "ci_high", "n")
 
-_METRIC_RE = re.compile(r"^(?P<base>[A-Za-z_]+)(?:\[(?P<judge>[^\]]+)\])?$")
+_METRIC_RE = re.compile(r"^(?P<base>[A-Za-z_]+)(?:\[(?P<judge>[^\]]*)\])?$")
 
 
 def split_metric(metric: str) -> tuple[str, str]:
