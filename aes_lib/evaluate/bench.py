@@ -348,6 +348,10 @@ def load_aesbench_key(path: str | Path, items: Sequence[BenchItem]) -> dict[str,
                 raise ValueError(f"{path}: image {image!r}: field '{prefix}': the benchmark has no "
                                  f"{dim} question for this image")
             letter = extract_option(str(value), item.options)
+            if letter is None and item.options and item.options[0].startswith("\0"):
+                raise ValueError(f"{path}: image {image!r}: field '{prefix}': answer {value!r} is not "
+                                 "a letter; give the AesBench annotation file (--bench) so option "
+                                 "texts can be matched")
             if letter is None:
                 raise ValueError(f"{path}: image {image!r}: field '{prefix}': answer {value!r} names "
                                  f"none of the options {item.options}")

@@ -61,6 +61,14 @@ def extract_option(answer: str, options: list[str]) -> str | None:
     exact = [i for i, o in enumerate(options) if normalise(o) == normalise(text)]
     if len(exact) == 1:
         return letters[exact[0]]
+    # a lone letter in any case ("b", "(c).")
+    bare = re.fullmatch(r"[\s(\[\"'*]*([A-Za-z])[\s)\]\"'*.:]*", text)
+    if bare and bare.group(1).upper() in letters:
+        return bare.group(1).upper()
+    # hedged between letters ("B or C", "A and B"): no single pick
+    hedge = re.search(r"\b([A-Z])\)?\s*(?:,|or|and|/)\s*\(?([A-Z])\b", text)
+    if hedge and hedge.group(1) != hedge.group(2) and {hedge.group(1), hedge.group(2)} <= set(letters):
+        return None
     # 2. an explicit letter
     for pattern in _LETTER_PATTERNS:
         found = {m.upper() for m in re.findall(pattern, text)} & set(letters)

@@ -64,8 +64,12 @@ def fit_logistic4(pred: Sequence[float], gt: Sequence[float]) -> np.ndarray:
 
     x, y = np.asarray(pred, float), np.asarray(gt, float)
     p0 = [float(y.max()), float(y.min()), float(np.mean(x)), float(np.std(x) or 1.0)]
+    import warnings
+
     try:
-        params, _ = curve_fit(logistic4, x, y, p0=p0, maxfev=20000)
+        with warnings.catch_warnings():  # a perfect fit has no covariance estimate: harmless
+            warnings.simplefilter("ignore")
+            params, _ = curve_fit(logistic4, x, y, p0=p0, maxfev=20000)
     except RuntimeError:  # no convergence: fall back to the starting guess (monotone map)
         params = np.asarray(p0)
     return params
