@@ -316,3 +316,21 @@ def test_killed_run_resumes_without_loss_duplicates_or_resends(llm, tmp_path):
     generate(GenerateConfig(backend="openai"), fresh, client_cfg(llm), progress=False)
     assert (fresh / "instructions" / "instructions.jsonl").read_bytes() == \
         (tmp_path / "instructions" / "instructions.jsonl").read_bytes()
+
+
+def test_free_text_never_invents_words(tmp_path):
+    """Without an annotator's word, free-text answers use the plain band label."""
+    c = Critique(id="c1", image_id="photo0__original", annotator="a", annotator_kind="imported",
+                 protocol_version="p", grade="good",
+                 attributes={"composition": {"rating": 5, "word": None},
+                             "color_light": {"rating": 1, "word": None}},
+                 description="<b>Hi John!</b> nice   lines..", suggestion="")
+    make_inputs(tmp_path, n_photos=1, per_image=0, extra_critiques=[c])
+    generate(GenerateConfig(), tmp_path, progress=False)
+    ins = {i.type: i for i in read_jsonl(tmp_path / "instructions" / "instructions.jsonl", Instruction)}
+    answer = {k: v.conversations[1]["value"] for k, v in ins.items()}
+    assert answer["interpretation"] == ("The image has high aesthetic quality. Its strengths: good composition. "
+                                        "Its weaknesses: poor color and light.")
+    assert answer["suggestion"] == "Improve the color and light, which is poor."
+    assert answer["description"] == "Nice lines. Overall, the image is good, with high aesthetic quality."
+    assert ins["conversation"].conversations[3]["value"] == "The composition: it is good."

@@ -85,11 +85,17 @@ def word_for(attr: str, judgment: dict, t: dict, rng: random.Random) -> str:
     return word if word else rng.choice(t["words"][attr][band(judgment["rating"], t)])
 
 
+def free_word(judgment: dict, t: dict) -> str:
+    """The annotator's word, or the plain band label (good / average / poor) when none was given:
+    free text never puts a word in the annotator's mouth."""
+    return (judgment.get("word") or "").strip() or t["band_labels"][band(judgment["rating"], t)].lower()
+
+
 def _items(c: Critique, t: dict, bands: tuple[str, ...]) -> list[str]:
     out = []
     for attr, j in c.attributes.items():
         if band(j["rating"], t) in bands:
-            word = (j.get("word") or "").strip() or t["words"][attr][band(j["rating"], t)][0]
+            word = free_word(j, t)
             out.append(t["answers"]["item"].format(word=word, attr=t["attribute_labels"][attr]))
     return out
 
@@ -177,11 +183,10 @@ def assemble(c: Critique, refined: dict, t: dict, seed: int, n_perception: int, 
         best, worst = ranked[0], ranked[-1]
         turns = [(rng.choice(q["level"]), a["level"].format(Level=_cap(level))),
                  (rng.choice(q["conversation"]["best"]),
-                  a["best"].format(attr=label[best], word=word_for(best, c.attributes[best], t, rng)))]
+                  a["best"].format(attr=label[best], word=free_word(c.attributes[best], t)))]
         if c.attributes[worst]["rating"] < c.attributes[best]["rating"]:
             turns.append((rng.choice(q["conversation"]["worst"]),
-                          a["worst"].format(attr=label[worst],
-                                            word=word_for(worst, c.attributes[worst], t, rng))))
+                          a["worst"].format(attr=label[worst], word=free_word(c.attributes[worst], t))))
         drafts.append({"slot": "conv", "type": "conversation", "qtype": "multi-turn", "attribute": "",
                        "turns": turns})
     return drafts
@@ -198,8 +203,6 @@ def _suggestion(c: Critique, refined: dict, t: dict) -> str:
         weak = sorted((j["rating"], attr) for attr, j in c.attributes.items() if band(j["rating"], t) == b)
         if weak:
             return " ".join(
-                t["answers"][key].format(attr=t["attribute_labels"][attr],
-                                         word=(c.attributes[attr].get("word") or "").strip()
-                                         or t["words"][attr][b][0])
+                t["answers"][key].format(attr=t["attribute_labels"][attr], word=free_word(c.attributes[attr], t))
                 for _, attr in weak[:2])
     return t["answers"]["suggestion_strong"] if c.attributes else ""
