@@ -241,6 +241,7 @@ def test_main_results_table_rows_and_formats(tmp_path):
     assert md.splitlines()[1].startswith("|---|")
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     assert tex.count(r"\midrule") == 2  # after the header and between reported and measured
+    assert r"\begin{tabular}{lllrrrrrrr}" in tex  # text columns left, numbers right
     assert "\\%" in tex
 
 
@@ -253,7 +254,7 @@ def test_main_results_without_measured():
 def test_dataset_stats_table():
     table = T.table_dataset_stats(load_reference(), IMAGES, CRITIQUE_STATS, INSTRUCTION_STATS)
     rows = {r[0]: r[1:] for r in table.rows}
-    assert rows["images"] == ["21904", "9"]
+    assert rows["images"] == ["21,904", "9"]  # as the paper writes it
     assert rows["critiques (simulated annotators)"] == ["88K", "18"]
     assert rows["annotators"] == ["n/a", "3 (simulated)"]
     assert rows["instructions"] == ["409K", "89"]
@@ -331,7 +332,8 @@ def test_build_report_complete(built):
     html_text = (out / "index.html").read_text()
     assert html_text.count("<figure") == sum(1 for s in SPECS.values() if s.kind == "figure") + 1
     assert "not executed in this output folder yet" in html_text  # 01..05 have no copies
-    assert '<tr class="measured"><td>measured</td><td>finetuned</td>' in html_text
+    assert '<tr class="measured"><td class="text">measured</td><td class="text">finetuned</td>' in html_text
+    assert '<td class="num">70.00</td>' in html_text
 
 
 def test_broken_links_are_found(tmp_path):

@@ -33,11 +33,16 @@ def _notebook_entries(out_dir: Path) -> list[tuple[str, str | None]]:
 
 
 def _table_html(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    from aes_lib.report.tables import Table
+
+    align = ['class="num"' if num else 'class="text"'
+             for num in Table(list(columns), [list(r) for r in rows]).numeric()]
+    head = "".join(f"<th {a}>{html.escape(c)}</th>" for a, c in zip(align, columns))
     body = []
     for row in rows:
         cls = f' class="{row[0]}"' if columns and columns[0] == "kind" else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
+        body.append(f"<tr{cls}>" + "".join(f"<td {a}>{html.escape(str(c))}</td>"
+                                           for a, c in zip(align, row)) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 

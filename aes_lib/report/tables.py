@@ -42,12 +42,17 @@ class Table:
         lines = ["| " + " | ".join(map(esc, self.columns)) + " |",
                  "|" + "|".join("---" for _ in self.columns) + "|"]
         lines += ["| " + " | ".join(map(esc, row)) + " |" for row in self.rows]
-        if self.notes:
-            lines += [""] + [f"*{n}*" for n in self.notes]
+        for note in self.notes:
+            lines += ["", f"*{note}*"]
         return "\n".join(lines) + "\n"
 
+    def numeric(self) -> list[bool]:
+        """Per column: every cell a number (or n/a), so it is right-aligned."""
+        return [bool(self.rows) and all(_is_number(row[i]) for row in self.rows)
+                for i in range(len(self.columns))]
+
     def to_latex(self) -> str:
-        spec = "l" * min(2, len(self.columns)) + "r" * max(0, len(self.columns) - 2)
+        spec = "".join("r" if num else "l" for num in self.numeric())
         lines = [r"\begin{table}[t]", r"\centering", r"\small"]
         if self.caption:
             lines.append(r"\caption{" + latex_escape(self.caption) + "}")
@@ -63,6 +68,16 @@ class Table:
             lines.append(r"\par\footnotesize " + latex_escape(note))
         lines.append(r"\end{table}")
         return "\n".join(lines) + "\n"
+
+
+def _is_number(cell: str) -> bool:
+    if cell == NA:
+        return True
+    try:
+        float(str(cell).replace(",", ""))
+    except ValueError:
+        return False
+    return True
 
 
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
@@ -152,7 +167,8 @@ def table_dataset_stats(ref: Mapping[str, Any], images: Sequence[Mapping[str, An
     rows: list[list[str]] = []
 
     def add(stat: str, reported: Any, measured: Any) -> None:
-        rows.append([stat, NA if reported is None else str(reported), NA if measured is None else str(measured)])
+        cells = [NA if v is None else f"{v:,}" if isinstance(v, int) else str(v) for v in (reported, measured)]
+        rows.append([stat, *cells])
 
     add("images", rep.get("images"), len(images) if images is not None else None)
     add("source photos", None, len({im["source_photo"] for im in images}) if images is not None else None)
