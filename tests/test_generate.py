@@ -334,3 +334,9 @@ def test_free_text_never_invents_words(tmp_path):
     assert answer["suggestion"] == "Improve the color and light, which is poor."
     assert answer["description"] == "Nice lines. Overall, the image is good, with high aesthetic quality."
     assert ins["conversation"].conversations[3]["value"] == "The composition: it is good."
+
+
+def test_max_critiques_spreads_over_the_splits(inputs):
+    result = generate(GenerateConfig(max_critiques=6), inputs, progress=False)
+    assert result["stats"]["n_critiques"] == 6
+    assert all(n > 0 for n in result["stats"]["counts_by_split"].values())

@@ -43,7 +43,8 @@ class GenerateConfig(Config):
     open_types: list = field(default_factory=lambda: list(OPEN_TYPES), metadata={
         "help": "other instruction types to assemble: level, description, interpretation, "
                 "suggestion, conversation"})
-    max_critiques: int = field(default=0, metadata={"help": "use only the first N critiques; 0 = all"})
+    max_critiques: int = field(default=0, metadata={
+        "help": "use only N critiques, taken round-robin over the splits; 0 = all"})
     send_image: bool = field(default=True, metadata={
         "help": "openai backend: attach the image (data URL) to the refine prompt"})
     unlisted_images: str = field(default="error", metadata={
@@ -257,7 +258,24 @@ def load_critiques(path: str | Path, cfg: GenerateConfig) -> list[Critique]:
     dup = [k for k, n in ids.items() if n > 1]
     if dup:
         raise ValueError(f"{path}: critique id {dup[0]!r} appears {ids[dup[0]]} times")
-    return critiques[: cfg.max_critiques] if cfg.max_critiques else critiques
+    return critiques
+
+
+def limit_critiques(critiques: list[Critique], images: dict[str, tuple[str, str]], n: int) -> list[Critique]:
+    """The first ``n`` critiques taken round-robin over the splits (train, val, test), so a small
+    run still fills every split; file order within a split. ``n == 0``: all of them."""
+    if not n or n >= len(critiques):
+        return critiques
+    by_split = {s: [c for c in critiques if images[c.image_id][1] == s] for s in SPLITS}
+    chosen: list[Critique] = []
+    k = 0
+    while len(chosen) < n:
+        for s in SPLITS:
+            if k < len(by_split[s]) and len(chosen) < n:
+                chosen.append(by_split[s][k])
+        k += 1
+    keep = {c.id for c in chosen}
+    return [c for c in critiques if c.id in keep]
 
 
 def _client_for(cfg: GenerateConfig, client_cfg: Any, out: Path) -> Any:
@@ -333,6 +351,7 @@ def generate(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_cfg: A
     t = offline.load_templates(f"offline_{cfg.prompt_version}")
     critiques = load_critiques(critiques_path, cfg)
     images = resolve_images(critiques, load_images(manifest), cfg, str(critiques_path))
+    critiques = limit_critiques(critiques, images, cfg.max_critiques)
     rejects: list[dict] = []
     client = None
     if cfg.backend == "offline":
@@ -396,6 +415,7 @@ def plan_requests(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_c
     t = offline.load_templates(f"offline_{cfg.prompt_version}")
     critiques = load_critiques(critiques_path, cfg)
     images = resolve_images(critiques, load_images(manifest), cfg, str(critiques_path))
+    critiques = limit_critiques(critiques, images, cfg.max_critiques)
     client = _client_for(cfg, client_cfg, paths["out"])
     refine = _refine_requests(critiques, images, data_dir, cfg, client)
     pairs, standins = [], []
