@@ -234,9 +234,12 @@ class _BrokenReply(Exception):
 class LLMClient:
     """Send many chat requests safely; see the module docstring."""
 
-    def __init__(self, cfg: ClientConfig | None = None, seed: int = 0):
+    def __init__(self, cfg: ClientConfig | None = None, seed: int = 0, api_key: str | None = None):
+        """``api_key`` (optional) is kept in memory only, never in the config or any file;
+        without it the key comes from the environment variable ``cfg.api_key_env``."""
         self.cfg = cfg or ClientConfig()
         self.cfg.check()
+        self.__api_key = api_key
         self._rng = random.Random(seed)
         self._cache: ResponseCache | None = None
         self._usage_lock = threading.Lock()
@@ -309,7 +312,7 @@ class LLMClient:
 
     # --- the openai client ----------------------------------------------------------------
     def _api_key(self) -> str:
-        key = os.environ.get(self.cfg.api_key_env, "")
+        key = self.__api_key or os.environ.get(self.cfg.api_key_env, "")
         if not key:
             if self.cfg.base_url is None:
                 raise ValueError(f"environment variable {self.cfg.api_key_env} is not set: export "

@@ -205,7 +205,9 @@ def test_openai_backend_end_to_end(llm, tmp_path):
                    attributes={"composition": {"rating": 5, "word": "strong"}},
                    description="Strong diagonal lines [[bad-item]] carry the eye.")
     make_inputs(tmp_path, n_photos=2, per_image=1, extra_critiques=[bad])
-    result = generate(GenerateConfig(backend="openai"), tmp_path, client_cfg(llm), progress=False)
+    result = generate(GenerateConfig(backend="openai"), tmp_path,
+                      client_cfg(llm, api_key_env="AES_UNSET_VARIABLE"), progress=False,
+                      api_key=SECRET)  # a key given as a parameter is kept in memory only
     n_crit = 5
     assert llm.requests() == 2 * n_crit  # one refine and one assemble per critique
     body = llm.stats()["last_body"]
@@ -220,7 +222,7 @@ def test_openai_backend_end_to_end(llm, tmp_path):
     assert len(bad_rejects) == 1 and "'negative' judgment of composition" in bad_rejects[0]["reason"]
     run = json.loads((tmp_path / "instructions" / "run.json").read_text())
     assert run["usage"]["requests_sent"] == 2 * n_crit and run["usage"]["total_tokens"] > 0
-    assert run["usage"]["cost_usd"] > 0 and run["client_config"]["api_key_env"] == "AES_GEN_KEY"
+    assert run["usage"]["cost_usd"] > 0 and run["client_config"]["api_key_env"] == "AES_UNSET_VARIABLE"
     assert body["model"] == "fake-gpt"
     # the refine prompt carries the image as a data URL
     assert result["stats"]["generator"] == "openai:fake-gpt"

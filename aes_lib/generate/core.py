@@ -278,7 +278,7 @@ def limit_critiques(critiques: list[Critique], images: dict[str, tuple[str, str]
     return [c for c in critiques if c.id in keep]
 
 
-def _client_for(cfg: GenerateConfig, client_cfg: Any, out: Path) -> Any:
+def _client_for(cfg: GenerateConfig, client_cfg: Any, out: Path, api_key: str | None = None) -> Any:
     from aes_lib.client import ClientConfig, LLMClient
 
     client_cfg = client_cfg or ClientConfig()
@@ -286,7 +286,7 @@ def _client_for(cfg: GenerateConfig, client_cfg: Any, out: Path) -> Any:
         client_cfg = ClientConfig.from_dict({**client_cfg.to_dict(),
                                              "cache_path": str(out / "llm_cache.sqlite")})
         log.info("caching replies in %s", client_cfg.cache_path)
-    return LLMClient(client_cfg, seed=cfg.seed)
+    return LLMClient(client_cfg, seed=cfg.seed, api_key=api_key)
 
 
 def _refine_requests(critiques: list[Critique], images: dict[str, tuple[str, str]], data_dir: Path,
@@ -338,9 +338,11 @@ def _llm_refine_assemble(critiques: list[Critique], images: dict, data_dir: Path
 
 def generate(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_cfg: Any = None,
              manifest: str | Path | None = "default", critiques_path: str | Path | None = None,
-             data_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+             data_dir: str | Path | None = None, progress: bool = True,
+             api_key: str | None = None) -> dict[str, Any]:
     """Run the stage; returns ``{"paths", "stats", "run"}``. ``manifest=None`` means no manifest
-    (every image is then unlisted: use ``unlisted_images='hash_split'``)."""
+    (every image is then unlisted: use ``unlisted_images='hash_split'``). ``api_key`` is used in
+    memory only; by default the key comes from the variable named by ``client_cfg.api_key_env``."""
     t0 = time.monotonic()
     cfg.check()
     paths = default_paths(out_dir)
@@ -362,7 +364,7 @@ def generate(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_cfg: A
             triples.append((c, r, offline.assemble(c, r, t, cfg.seed, cfg.perception_mcq,
                                                    cfg.empathy_mcq, tuple(cfg.open_types))))
     else:
-        client = _client_for(cfg, client_cfg, out)
+        client = _client_for(cfg, client_cfg, out, api_key)
         generator = f"openai:{client.cfg.model}"
         triples = _llm_refine_assemble(critiques, images, data_dir, cfg, client, t, rejects, progress)
     instructions = []
