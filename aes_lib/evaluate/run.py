@@ -38,8 +38,8 @@ class EvalConfig(Config):
         "help": "likelihood mode: first-token (letters, one row per question) or full (option texts)"})
     reduce: str = field(default="sum", metadata={"help": "full mode: sum or mean token log-prob"})
     batch_images: int = field(default=8, metadata={"help": "images per likelihood batch"})
-    batch_size: int = field(default=8, metadata={"help": "prompts per generate batch"})
-    max_new_tokens: int = field(default=16, metadata={"help": "generate: tokens for a choice"})
+    batch_size: int = field(default=32, metadata={"help": "prompts per generate batch"})
+    max_new_tokens: int = field(default=10, metadata={"help": "generate: tokens for a choice"})
     open_max_new_tokens: int = field(default=96, metadata={"help": "tokens for an AesI answer"})
     judge: str = field(default="proxy-overlap", metadata={
         "help": "AesI judge: proxy-overlap (offline word overlap, not a GPT judge) or api"})
@@ -50,6 +50,8 @@ class EvalConfig(Config):
     dtype: str = field(default="auto", metadata={"help": "model dtype: auto, float32, bf16, fp16"})
     device: str = field(default="", metadata={"help": "torch device; empty = cuda when available, else cpu"})
     limit: int = field(default=0, metadata={"help": "evaluate only the first N items (0 = all)"})
+    dimensions: list = field(default_factory=lambda: ["AesP", "AesE", "AesA", "AesI"], metadata={
+        "help": "benchmark dimensions to evaluate (AesP, AesE, AesA, AesI)"})
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95% CIs"})
     seed: int = field(default=0, metadata={"help": "seed of the benchmark's option order and the bootstrap"})
     progress: bool = field(default=True, metadata={"help": "tqdm progress bars"})
@@ -63,6 +65,9 @@ class EvalConfig(Config):
         for k in ("batch_images", "batch_size", "max_new_tokens", "open_max_new_tokens", "n_boot"):
             require(getattr(self, k) >= 1, k, "must be at least 1")
         require(self.limit >= 0, "limit", "must be 0 or more")
+        bad = [d for d in self.dimensions if d not in ("AesP", "AesE", "AesA", "AesI")]
+        require(not bad and bool(self.dimensions), "dimensions",
+                f"must be a non-empty list of AesP, AesE, AesA, AesI (got {self.dimensions!r})")
 
     # derived paths
     @property
@@ -85,19 +90,24 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
 
 
-def build_bench(out_dir: str | Path = "outputs", seed: int = 0, source_field: str = "auto",
-                split: str = "test") -> Path:
-    """``<out_dir>/eval/benchmark.jsonl`` from ``data/manifest.json`` and ``critiques/critiques.jsonl``."""
+def _read_inputs(out_dir: str | Path):
+    """The image records of ``data/manifest.json`` and the critiques of ``critiques/critiques.jsonl``."""
     from aes_lib.io import read_json
     from aes_lib.schema import Critique, ImageRecord, read_jsonl
 
-    out_dir = Path(out_dir)
-    manifest_path = out_dir / "data" / "manifest.json"
+    manifest_path = Path(out_dir) / "data" / "manifest.json"
     manifest = read_json(manifest_path)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("images"), list):
         raise ValueError(f"{manifest_path}: field 'images': expected a list of image records")
     images = [ImageRecord.from_dict(d, where=str(manifest_path)) for d in manifest["images"]]
-    critiques = read_jsonl(out_dir / "critiques" / "critiques.jsonl", Critique)
+    return images, read_jsonl(Path(out_dir) / "critiques" / "critiques.jsonl", Critique)
+
+
+def build_bench(out_dir: str | Path = "outputs", seed: int = 0, source_field: str = "auto",
+                split: str = "test") -> Path:
+    """``<out_dir>/eval/benchmark.jsonl`` from ``data/manifest.json`` and ``critiques/critiques.jsonl``."""
+    out_dir = Path(out_dir)
+    images, critiques = _read_inputs(out_dir)
     items = B.build_benchmark(images, critiques, seed=seed, split=split, source_field=source_field)
     path = out_dir / "eval" / "benchmark.jsonl"
     B.write_benchmark(path, items)
@@ -120,6 +130,8 @@ def load_items(cfg: EvalConfig):
     else:
         items = B.load_score_dataset(cfg.bench_path)
         root = Path(cfg.image_root) if cfg.image_root else cfg.bench_path.parent
+    if fmt != "scores":
+        items = [it for it in items if it.dimension in cfg.dimensions]
     if cfg.limit:
         items = items[:cfg.limit]
     return fmt, items, root

@@ -55,7 +55,8 @@ def bootstrap_pairs_ci(a: Sequence[float], b: Sequence[float], stat: Callable[[n
 
 def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
     """``b2 + (b1 - b2) / (1 + exp(-(x - b3) / |b4|))``, the four-parameter logistic."""
-    return b2 + (b1 - b2) / (1.0 + np.exp(-(np.asarray(x, float) - b3) / (abs(b4) + 1e-12)))
+    z = np.clip(-(np.asarray(x, float) - b3) / (abs(b4) + 1e-12), -60.0, 60.0)
+    return b2 + (b1 - b2) / (1.0 + np.exp(z))
 
 
 def fit_logistic4(pred: Sequence[float], gt: Sequence[float]) -> np.ndarray:
@@ -69,7 +70,7 @@ def fit_logistic4(pred: Sequence[float], gt: Sequence[float]) -> np.ndarray:
     try:
         with warnings.catch_warnings():  # a perfect fit has no covariance estimate: harmless
             warnings.simplefilter("ignore")
-            params, _ = curve_fit(logistic4, x, y, p0=p0, maxfev=20000)
+            params, _ = curve_fit(logistic4, x, y, p0=p0, maxfev=5000)
     except RuntimeError:  # no convergence: fall back to the starting guess (monotone map)
         params = np.asarray(p0)
     return params
@@ -80,6 +81,13 @@ def srcc(pred: Sequence[float], gt: Sequence[float]) -> float:
     from scipy.stats import spearmanr
 
     return float(spearmanr(pred, gt).statistic)
+
+
+def pearson(a: Sequence[float], b: Sequence[float]) -> float:
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
 
 
 def plcc(pred: Sequence[float], gt: Sequence[float], logistic: bool = True) -> float:

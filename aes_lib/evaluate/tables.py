@@ -1,0 +1,110 @@
+"""Helpers notebook 04 calls: which models to evaluate, counts and result tables, comparisons.
+
+pandas is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from aes_lib.schema import GRADE_SCORE, BenchItem
+
+
+def default_models(out_dir: str | Path, base_model: str = "", finetuned_model: str = "") -> dict[str, dict[str, Any]]:
+    """``{"base": {...}, "finetuned": {...}}`` from notebook 03's outputs (or the given folders).
+
+    The fine-tuned model is ``train/run/merged`` when it exists, else the base model with
+    ``train/run/adapter``. A missing folder is an error naming it.
+    """
+    train = Path(out_dir) / "train"
+    base = Path(base_model) if base_model else train / "base_model"
+    models: dict[str, dict[str, Any]] = {"base": {"model_path": base, "adapter": None}}
+    if finetuned_model:
+        models["finetuned"] = {"model_path": Path(finetuned_model), "adapter": None}
+    elif (train / "run" / "merged" / "config.json").exists():
+        models["finetuned"] = {"model_path": train / "run" / "merged", "adapter": None}
+    else:
+        models["finetuned"] = {"model_path": base, "adapter": train / "run" / "adapter"}
+    for name, m in models.items():
+        for key in ("model_path", "adapter"):
+            if m[key] is not None and not Path(m[key]).exists():
+                raise FileNotFoundError(f"{m[key]}: {name} model folder not found (run notebook 03 "
+                                        "first, or set base_model / finetuned_model)")
+    return models
+
+
+def bench_counts(items: Sequence[BenchItem]):
+    """Items per dimension x attribute x question type."""
+    import pandas as pd
+
+    df = pd.DataFrame([{"dimension": i.dimension, "attribute": i.attribute or "-", "qtype": i.qtype or "-"}
+                       for i in items])
+    return df.value_counts().rename("items").reset_index().sort_values(["dimension", "attribute", "qtype"],
+                                                                      ignore_index=True)
+
+
+def read_results(out_dir: str | Path):
+    import pandas as pd
+
+    return pd.read_csv(Path(out_dir) / "eval" / "results.csv")
+
+
+def results_table(out_dir: str | Path, group_by: str = "all", models: Sequence[str] | None = None):
+    """Wide table: one row per (dimension, group, metric), one ``value [95% CI]`` column per model."""
+    df = read_results(out_dir)
+    df = df[df["group_by"] == group_by]
+    if models is not None:
+        df = df[df["model"].isin(models)]
+    df = df.assign(cell=[f"{v:.3f} [{lo:.3f}, {hi:.3f}] n={n}"
+                         for v, lo, hi, n in zip(df["value"], df["ci_low"], df["ci_high"], df["n"])])
+    return df.pivot_table(index=["dimension", "group", "metric"], columns="model", values="cell",
+                          aggfunc="first")
+
+
+def load_predictions(out_dir: str | Path, model: str) -> list[dict[str, Any]]:
+    from aes_lib.evaluate.run import safe_name
+
+    path = Path(out_dir) / "eval" / f"predictions_{safe_name(model)}.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no predictions for model {model!r}")
+    return [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
+
+
+def compare(out_dir: str | Path, a: str, b: str, seed: int = 0, n_boot: int = 1000):
+    """Accuracy of ``b`` minus ``a`` per multiple-choice dimension, paired bootstrap 95% CI."""
+    import pandas as pd
+
+    from aes_lib.evaluate.score import paired_difference
+
+    pa, pb = load_predictions(out_dir, a), load_predictions(out_dir, b)
+    rows = [paired_difference(pa, pb, d, seed, n_boot) for d in ("AesP", "AesE", "AesA")]
+    return pd.DataFrame(rows).assign(comparison=f"{b} - {a}")
+
+
+def write_consensus_scores(out_dir: str | Path, split: str = "test") -> Path:
+    """A score dataset ``[{image, gt_score}]`` of the split's images: the critiques' mean grade score."""
+    from aes_lib.evaluate.bench import consensus
+    from aes_lib.evaluate.run import _read_inputs
+    from aes_lib.io import write_json
+
+    images, critiques = _read_inputs(out_dir)
+    cons = consensus(critiques)
+    scores = {}
+    for c in critiques:
+        scores.setdefault(c.image_id, []).append(GRADE_SCORE[c.grade])
+    rows = [{"image": r.file, "gt_score": round(sum(scores[r.id]) / len(scores[r.id]), 4)}
+            for r in images if r.split == split and r.id in cons]
+    if not rows:
+        raise ValueError(f"{out_dir}: no critiqued image in split {split!r}")
+    return write_json(Path(out_dir) / "eval" / "consensus_scores.json", rows)
+
+
+def unparsed_table(out_dir: str | Path, model: str):
+    import pandas as pd
+
+    from aes_lib.evaluate.run import safe_name
+
+    res = json.loads((Path(out_dir) / "eval" / f"results_{safe_name(model)}.json").read_text())
+    return pd.DataFrame(res.get("unparsed", []), columns=["id", "response"])
