@@ -82,9 +82,12 @@ class TrainConfig(Config):
     keep_checkpoints: int = field(default=0, metadata={"help": "keep the last N checkpoints (0 = all)"})
     resume_from: str = field(default="", metadata={"help": "'' | 'latest' | a checkpoint-N folder"})
     merge: bool = field(default=True, metadata={"help": "after LoRA, also write the merged standalone model"})
+    max_val_samples: int = field(default=256, metadata={
+        "help": "validation records used for the validation loss (0 = all)"})
     val_every: int = field(default=0, metadata={"help": "validation loss every N steps (0 = end only)"})
     n_samples: int = field(default=4, metadata={
-        "help": "validation questions answered before and after training (samples.json)"})
+        "help": "validation questions answered before and after training (samples.json), one per "
+                "instruction type first"})
     sample_max_new_tokens: int = field(default=24, metadata={"help": "length of those answers"})
     progress: bool = field(default=True, metadata={"help": "show the tqdm bar"})
 
@@ -116,7 +119,8 @@ class TrainConfig(Config):
                 "must not be the test split (never tune on the test split)")
         require(self.save_every >= 0 and self.keep_checkpoints >= 0 and self.val_every >= 0,
                 "save_every", "step counts must be >= 0")
-        require(self.n_samples >= 0 and self.max_train_samples >= 0, "n_samples", "must be >= 0")
+        require(self.n_samples >= 0 and self.max_train_samples >= 0 and self.max_val_samples >= 0,
+                "n_samples", "sample counts must be >= 0")
 
     def grad_accum(self, num_processes: int) -> int:
         """Micro-batches per optimizer step on each process, so the global batch stays fixed."""

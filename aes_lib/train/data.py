@@ -127,6 +127,28 @@ def encode_conversation(processor, conversations: Sequence[dict[str, str]], n_im
     return Encoded(ids, labels, truncated)
 
 
+def masked_view(processor, conversations: Sequence[dict[str, str]], n_image_tokens: int = 1,
+                mark: tuple[str, str] = ("[[", "]]")) -> str:
+    """The training text of a conversation with the supervised (assistant) tokens bracketed.
+
+    Shows exactly what the loss sees: everything outside the brackets has label -100.
+    """
+    enc = encode_conversation(processor, conversations, n_image_tokens, 10 ** 9)
+    tok, out, run, inside = processor.tokenizer, [], [], False
+    for t, label in zip(enc.input_ids, enc.labels):
+        sup = label != IGNORE
+        if sup != inside and run:
+            text = tok.decode(run)
+            out.append(f"{mark[0]}{text}{mark[1]}" if inside else text)
+            run = []
+        inside = sup
+        run.append(t)
+    if run:
+        text = tok.decode(run)
+        out.append(f"{mark[0]}{text}{mark[1]}" if inside else text)
+    return "".join(out)
+
+
 def count_image_tokens(processor, image) -> int:
     """How many placeholder tokens the processor expands ``<image>`` into for ``image``."""
     out = processor(images=image, text=processor.image_token, return_tensors="np")

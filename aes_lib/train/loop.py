@@ -308,6 +308,7 @@ def train(cfg: TrainConfig, stop_after: int = 0) -> dict[str, Any]:
     from aes_lib.models import load_model_and_processor
 
     precision = resolve_precision(cfg)
+    logging.getLogger("accelerate").setLevel(max(logging.WARNING, logging.getLogger("accelerate").level))
     accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no")
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
     accum = cfg.grad_accum(world)
@@ -324,7 +325,7 @@ def train(cfg: TrainConfig, stop_after: int = 0) -> dict[str, Any]:
     stats = dataset.stats.to_dict()
     val_set = None
     if cfg.val_file and Path(cfg.val_file).exists():
-        val_set = LlavaDataset(processor, read_llava_json(cfg.val_file), cfg.image_root,
+        val_set = LlavaDataset(processor, read_llava_json(cfg.val_file, cfg.max_val_samples), cfg.image_root,
                                cfg.max_length, cfg.val_file, 1.0)
         stats["val"] = val_set.stats.to_dict()
     elif cfg.val_file:
@@ -453,6 +454,15 @@ def merge_adapter(base: str | Path, adapter: str | Path, out_dir: str | Path) ->
     return out_dir
 
 
+def pick_samples(records: Sequence[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """``n`` records, one per instruction type first (in file order), then the next ones."""
+    first, rest, seen = [], [], set()
+    for rec in records:
+        (rest if rec.get("type") in seen else first).append(rec)
+        seen.add(rec.get("type"))
+    return (first + rest)[:n]
+
+
 def _samples(cfg, out: Path, model, processor, accelerator, when: str, compute: bool,
              before: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Answers to the first ``n_samples`` validation questions, 'before' or 'after' training."""
@@ -464,7 +474,7 @@ def _samples(cfg, out: Path, model, processor, accelerator, when: str, compute: 
     path = out / ("samples_before.json" if when == "before" else "samples.json")
     if when == "before" and not compute:
         return read_json(path) if path.exists() else []
-    items = read_llava_json(cfg.val_file)[:cfg.n_samples]
+    items = pick_samples(read_llava_json(cfg.val_file), cfg.n_samples)
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()
     answers = generate_answers(unwrapped, processor, items, cfg.sample_max_new_tokens, cfg.image_root)
