@@ -441,3 +441,22 @@ def test_notebook_05_runs_on_a_partial_pipeline(tmp_path):
     assert summary["config"]["top_words"] == 3
     assert (out / "figures" / "fig_radar_aesbench.pdf").exists()
     assert broken_links(out / "index.html") == []
+
+
+def test_notebook_display_of_built_and_skipped_items(tmp_path):
+    out = write_outputs(tmp_path / "outputs", skip=("loss",))
+    rep = Report(ReportConfig(out_dir=str(out)))
+    shown = rep.build("fig_agreement")._repr_html_()
+    assert shown.startswith('<img src="data:image/png;base64,') and "simulated" in shown
+    assert "<table>" in rep.build("table_main_results")._repr_html_()
+    assert "skipped" in rep.build("fig_loss_curve")._repr_html_()
+    with pytest.raises(ValueError, match="unknown report item 'fig_nope'"):
+        rep.build("fig_nope")
+
+
+def test_measured_scores_ignore_models_without_benchmark_rows():
+    extra = pd.DataFrame([("scorer", "pccd", "all", "all", "srcc", 0.5, 0.4, 0.6, 30)],
+                         columns=_results().columns)
+    measured = T.measured_scores(pd.concat([_results(), extra]), "proxy-overlap")
+    assert list(measured) == ["base", "finetuned"]
+    assert measured["base"]["AesP"] == 40.0 and math.isclose(measured["base"]["AesI_overall"], 1.0 * 0.4 / 0.7)

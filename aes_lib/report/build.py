@@ -37,8 +37,8 @@ class ReportConfig(Config):
     top_words: int = field(default=5, metadata={"help": "characteristic words shown per attribute"})
     loss_smoothing: float = field(default=0.9, metadata={"help": "EMA factor of the smoothed loss "
                                                                  "curve, in [0, 1)"})
-    run_label: str = field(default="", metadata={"help": "how measured rows name this run "
-                                                         "('' = the output folder's name)"})
+    run_label: str = field(default="", metadata={"help": "how measured rows name this run, e.g. "
+                                                         "'cpu profile, tiny LLaVA' ('' = no name)"})
 
     def check(self) -> None:
         require(bool(str(self.out_dir).strip()), "out_dir", "must not be empty")
@@ -111,9 +111,9 @@ class Shown:
             data = base64.b64encode(self.png.read_bytes()).decode("ascii")
             body = f'<img src="data:image/png;base64,{data}" style="max-width:100%">'
         if self.table is not None:
-            from aes_lib.report.gallery import _table_html
+            from aes_lib.report.gallery import table_html
 
-            body = _table_html(self.table.columns, self.table.rows)
+            body = table_html(self.table.columns, self.table.rows)
         return f"{body}<p><em>{html.escape(self.name)}</em>. {html.escape(self.caption)}</p>"
 
     def __repr__(self) -> str:
@@ -132,7 +132,7 @@ class Report:
         self.ref = load_reference()
         self.captions = yaml.safe_load(CAPTIONS_FILE.read_text(encoding="utf-8"))
         self.reported_label = source_label(self.ref, self.ref["benchmark"]["source"])
-        self.run_label = cfg.run_label or self.out_dir.resolve().name
+        self.run_label = cfg.run_label
         self.judge = self._pick_judge()
         self.built: dict[str, dict[str, Any]] = {}     # name -> {kind, caption, files, ...}
         self.skipped: dict[str, str] = {}

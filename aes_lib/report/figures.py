@@ -401,7 +401,7 @@ def fig_bars(results, group_by: str, judge: str = ""):
     wanted = (sub["_base"] == "accuracy") | ((sub["_base"] == "overall") & (sub["_judge"] == judge))
     sub = sub[wanted]
     dims = _ordered(sorted(set(sub["dimension"])), DIMENSIONS)
-    models = list(dict.fromkeys(results["model"]))
+    models = list(dict.fromkeys(sub["model"]))
     fig, axes = _figure(max(4.0, 3.4 * len(dims)), 3.4, 1, max(1, len(dims)))
     order = {"attribute": ATTRIBUTES, "qtype": QTYPES, "source": ("NIs", "AIs", "AGIs")}.get(group_by, ())
     for ax, dim in zip(axes[0], dims):

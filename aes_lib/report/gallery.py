@@ -32,7 +32,7 @@ def _notebook_entries(out_dir: Path) -> list[tuple[str, str | None]]:
     return [(n, found.get(n)) for n in names]
 
 
-def _table_html(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def table_html(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     from aes_lib.report.tables import Table
 
     align = ['class="num"' if num else 'class="text"'
@@ -75,7 +75,7 @@ def render_html(out_dir: Path, report: Mapping[str, Any]) -> str:
     parts.append("<h2>Tables</h2>")
     for name, tab in report.get("tables", {}).items():
         parts.append(f'<h3 id="{html.escape(name)}">{html.escape(name)}</h3>'
-                     f"<p>{html.escape(tab['caption'])}</p>" + _table_html(tab["columns"], tab["rows"])
+                     f"<p>{html.escape(tab['caption'])}</p>" + table_html(tab["columns"], tab["rows"])
                      + "".join(f"<p><em>{html.escape(n)}</em></p>" for n in tab.get("notes", []))
                      + f'<p class="files">{_links_html(tab["files"])}</p>')
     parts.append("<h2>Executed notebooks</h2><ul>")

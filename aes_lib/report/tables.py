@@ -108,7 +108,8 @@ def _digits(key: str) -> int:
 
 def measured_scores(results, judge: str = "") -> dict[str, dict[str, float]]:
     """``{model: {column: value}}`` from ``eval/results.csv`` rows with ``group_by == "all"``,
-    on the reference file's scales (accuracy in %, AesI 0-2 from ``judge``)."""
+    on the reference file's scales (accuracy in %, AesI 0-2 from ``judge``). Models with no
+    benchmark row (e.g. only score-correlation rows) are left out."""
     from aes_lib.report.loaders import split_metric
 
     out: dict[str, dict[str, float]] = {}
@@ -118,8 +119,6 @@ def measured_scores(results, judge: str = "") -> dict[str, dict[str, float]]:
             out.setdefault(row.model, {})[row.dimension] = float(row.value) * 100.0
         elif row.dimension == "AesI" and row_judge == judge and f"AesI_{base}" in BENCH_COLUMNS:
             out.setdefault(row.model, {})[f"AesI_{base}"] = float(row.value)
-    for model in dict.fromkeys(results["model"]):
-        out.setdefault(model, {})
     return out
 
 
