@@ -334,6 +334,9 @@ def test_build_report_complete(built):
     assert "not executed in this output folder yet" in html_text  # 01..05 have no copies
     assert '<tr class="measured"><td class="text">measured</td><td class="text">finetuned</td>' in html_text
     assert '<td class="num">70.00</td>' in html_text
+    anchors = [link[1:] for link in gallery_links(out / "index.html") if link.startswith("#")]
+    assert sorted(anchors) == sorted(SPECS)
+    assert all(f'id="{a}"' in html_text for a in anchors)
 
 
 def test_broken_links_are_found(tmp_path):

@@ -430,7 +430,8 @@ def fig_bars(results, group_by: str, judge: str = ""):
                         transform=axes[0, 0].transAxes)
     else:
         axes[0, -1].legend(title="model", fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle(f"Results per {group_by} (error bars: confidence interval)")
+    what = {"qtype": "question form", "source": "image source"}.get(group_by, group_by)
+    fig.suptitle(f"Results per {what} and model (error bars: confidence interval)")
     _provenance(fig, f"All numbers {MEASURED} on this project's benchmark (eval/results.csv), "
                      "not AesBench.")
     return fig

@@ -53,6 +53,10 @@ def _links_html(files: Sequence[str]) -> str:
 
 def render_html(out_dir: Path, report: Mapping[str, Any]) -> str:
     parts = [f"<h1>{html.escape(TITLE)}</h1>", f"<p>{INTRO}</p>"]
+    names = list(report.get("figures", {})) + list(report.get("tables", {}))
+    if names:
+        parts.append('<p class="legend-key">Contents: ' + " · ".join(
+            f'<a href="#{html.escape(n)}">{html.escape(n)}</a>' for n in names) + "</p>")
     if report.get("skipped"):
         parts.append("<h2>Skipped</h2>")
         parts += [f'<p class="note"><strong>{html.escape(n)}</strong>: {html.escape(r)}</p>'
