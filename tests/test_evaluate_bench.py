@@ -53,7 +53,8 @@ def test_build_benchmark_answers_come_from_ground_truth_and_consensus():
     assert by_id["im1:AesA:level:how"].options[ord(by_id["im1:AesA:level:how"].answer) - 65] == "medium"
     assert by_id["im2:AesA:level:how"].options[ord(by_id["im2:AesA:level:how"].answer) - 65] == "low"
     # mean rating 5 -> good; 1 -> poor
-    assert by_id["im0:AesP:composition:how"].answer == "A" and by_id["im1:AesP:composition:how"].answer == "C"
+    text = lambda item_id: by_id[item_id].options[ord(by_id[item_id].answer) - 65]  # noqa: E731
+    assert text("im0:AesP:composition:how") == "good" and text("im1:AesP:composition:how") == "poor"
     subj = by_id["im3:AesP:content:what"]
     assert subj.options[ord(subj.answer) - 65] == "subject 3" and len(subj.options) == 4
     aesi = by_id["im0:AesI"]
@@ -63,6 +64,15 @@ def test_build_benchmark_answers_come_from_ground_truth_and_consensus():
     assert {it.qtype for it in items if it.dimension == "AesP"} == {"yes-no", "what", "how", "why"}
     # shuffled options: answers are not all 'A'
     assert len({it.answer for it in items if len(it.options) == 4}) > 1
+
+
+def test_scale_order_kept_on_request():
+    items = B.build_benchmark(_records(), _critiques(), shuffle_scales=False)
+    levels = [it for it in items if it.dimension == "AesA"]
+    assert all(it.options == ["high", "medium", "low"] for it in levels)
+    assert all(it.options == ["Yes", "No"] for it in items if it.qtype == "yes-no")
+    shuffled = B.build_benchmark(_records(), _critiques(), shuffle_scales=True)
+    assert any(it.options != ["high", "medium", "low"] for it in shuffled if it.dimension == "AesA")
 
 
 def test_build_benchmark_is_deterministic_for_a_seed(tmp_path):
@@ -202,6 +212,7 @@ def test_srcc_and_plcc_with_logistic_fit():
     assert plcc(x, y) == pytest.approx(1.0, abs=1e-3)
     assert plcc(x, y, logistic=False) < plcc(x, y)
     assert srcc(x, -y) == pytest.approx(-1.0)
+    assert plcc(x, -y) <= 0.0   # the fitted logistic only rises: no sign flip into a good PLCC
 
 
 # --- judges -----------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ __all__ = ["EvalConfig", "bootstrap_ci", "build_bench", "build_benchmark", "eval
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    path = build_bench(args.out_dir, seed=args.seed, source_field=args.source_field)
+    path = build_bench(args.out_dir, seed=args.seed, source_field=args.source_field,
+                       shuffle_scales=not args.keep_scale_order)
     items = read_benchmark(path)
     print(f"{path}: {len(items)} items")
     return 0
@@ -88,6 +89,8 @@ def register_cli(subparsers) -> None:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--source-field", default="auto",
                    help="image field for the 'source' breakdown: auto, source_package, category")
+    b.add_argument("--keep-scale-order", action="store_true",
+                   help="keep Yes/No, good/fair/poor, high/medium/low in order (default: shuffled)")
     b.set_defaults(func=_cmd_build)
 
     r = sub.add_parser("run", help="answer a benchmark with one model and score it")

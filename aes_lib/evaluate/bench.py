@@ -129,8 +129,12 @@ def _source_of(images: Sequence[ImageRecord], source_field: str):
 
 def build_benchmark(images: Sequence[ImageRecord], critiques: Iterable[Critique], seed: int = 0,
                     split: str = "test", source_field: str = "auto",
-                    n_distractors: int = 3) -> list[BenchItem]:
+                    n_distractors: int = 3, shuffle_scales: bool = True) -> list[BenchItem]:
     """The AesBench-style items of the ``split`` images (see docs/evaluate.md for the rules).
+
+    Options are shuffled per item (seeded); ``shuffle_scales=False`` keeps ordered scales
+    (Yes/No, good/fair/poor, high/medium/low) in their natural order instead, which lets a
+    model that always picks "A" profit from the data's skew towards Yes / good / high.
 
     Raises ``ValueError`` when the split holds no image or an image of it has no critique.
     """
@@ -164,7 +168,7 @@ def build_benchmark(images: Sequence[ImageRecord], critiques: Iterable[Critique]
                 continue  # this image's defect belongs to another attribute
             add(pid(attr, "yes-no"), rec, "AesP", attr, "yes-no",
                 q["yes_no"].format(name=names[asked]), "Yes" if yes else "No", ["No" if yes else "Yes"],
-                shuffle=False)
+                shuffle=shuffle_scales)
             none_opt = q["none_option"][attr]
             correct = names[deg] if deg in kinds else none_opt
             others = [names[k] for k in kinds if k != deg]
@@ -184,18 +188,18 @@ def build_benchmark(images: Sequence[ImageRecord], critiques: Iterable[Critique]
             if band:
                 add(f"{rec.id}:{dim}:{attr}:how", rec, dim, attr, "how",
                     q["how_attribute"].format(label=ATTRIBUTE_LABELS[attr].lower()), band,
-                    [o for o in q["how_options"] if o != band], shuffle=False)
+                    [o for o in q["how_options"] if o != band], shuffle=shuffle_scales)
         if "interest" in c.mean_ratings:
             band = _rating_band(c.mean_ratings["interest"], q["interest_options"])
             if band:
                 add(f"{rec.id}:AesE:interest:how", rec, "AesE", "interest", "how", q["interest_how"],
-                    band, [o for o in q["interest_options"] if o != band], shuffle=False)
+                    band, [o for o in q["interest_options"] if o != band], shuffle=shuffle_scales)
         if "uniqueness" in c.mean_ratings:
             u = c.mean_ratings["uniqueness"]
             if u >= 3.67 or u <= 2.33:
                 add(f"{rec.id}:AesE:uniqueness:yes-no", rec, "AesE", "uniqueness", "yes-no",
                     q["unique_yes_no"], "Yes" if u >= 3.67 else "No", ["No" if u >= 3.67 else "Yes"],
-                    shuffle=False)
+                    shuffle=shuffle_scales)
         # content / emotion "what" items from the photo's recorded traits
         for trait, dim, attr, key in (("subject", "AesP", "content", "content_what"),
                                       ("mood", "AesE", "emotion", "emotion_what"),
@@ -210,7 +214,7 @@ def build_benchmark(images: Sequence[ImageRecord], critiques: Iterable[Critique]
                 others[:n_distractors])
         # assessment: the consensus level
         add(f"{rec.id}:AesA:level:how", rec, "AesA", "", "how", q["level"], c.level,
-            [o for o in q["level_options"] if o != c.level], shuffle=False)
+            [o for o in q["level_options"] if o != c.level], shuffle=shuffle_scales)
         # interpretation: the critiques' descriptions are the reference
         if c.descriptions:
             items.append(BenchItem(id=f"{rec.id}:AesI", image=rec.file, dimension="AesI",

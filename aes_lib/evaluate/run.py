@@ -104,11 +104,12 @@ def _read_inputs(out_dir: str | Path):
 
 
 def build_bench(out_dir: str | Path = "outputs", seed: int = 0, source_field: str = "auto",
-                split: str = "test") -> Path:
+                split: str = "test", shuffle_scales: bool = True) -> Path:
     """``<out_dir>/eval/benchmark.jsonl`` from ``data/manifest.json`` and ``critiques/critiques.jsonl``."""
     out_dir = Path(out_dir)
     images, critiques = _read_inputs(out_dir)
-    items = B.build_benchmark(images, critiques, seed=seed, split=split, source_field=source_field)
+    items = B.build_benchmark(images, critiques, seed=seed, split=split, source_field=source_field,
+                              shuffle_scales=shuffle_scales)
     path = out_dir / "eval" / "benchmark.jsonl"
     B.write_benchmark(path, items)
     return path

@@ -60,20 +60,30 @@ def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.n
 
 
 def fit_logistic4(pred: Sequence[float], gt: Sequence[float]) -> np.ndarray:
-    """Least-squares parameters of :func:`logistic4` mapping ``pred`` onto ``gt``."""
+    """Least-squares parameters ``(b1, b2, b3, b4)`` of :func:`logistic4` mapping ``pred`` onto ``gt``.
+
+    The fit is constrained to be non-decreasing (``b1 >= b2``, ``b4 > 0``): a prediction that
+    runs against the human scores is not turned into a positive PLCC by a falling curve.
+    """
+    import warnings
+
     from scipy.optimize import curve_fit
 
     x, y = np.asarray(pred, float), np.asarray(gt, float)
-    p0 = [float(y.max()), float(y.min()), float(np.mean(x)), float(np.std(x) or 1.0)]
-    import warnings
+    scale = float(np.std(x) or 1.0)
 
+    def rising(v, b2, delta, b3, b4):
+        return logistic4(v, b2 + delta, b2, b3, b4)
+
+    p0 = [float(y.min()), float(np.ptp(y) or 1.0), float(np.mean(x)), scale]
+    bounds = ([-np.inf, 0.0, -np.inf, 1e-6 * scale], [np.inf, np.inf, np.inf, np.inf])
     try:
         with warnings.catch_warnings():  # a perfect fit has no covariance estimate: harmless
             warnings.simplefilter("ignore")
-            params, _ = curve_fit(logistic4, x, y, p0=p0, maxfev=5000)
-    except RuntimeError:  # no convergence: fall back to the starting guess (monotone map)
-        params = np.asarray(p0)
-    return params
+            (b2, delta, b3, b4), _ = curve_fit(rising, x, y, p0=p0, bounds=bounds, maxfev=5000)
+    except (RuntimeError, ValueError):  # no convergence: the starting guess (a rising map)
+        b2, delta, b3, b4 = p0
+    return np.asarray([b2 + delta, b2, b3, b4])
 
 
 def srcc(pred: Sequence[float], gt: Sequence[float]) -> float:
@@ -91,12 +101,8 @@ def pearson(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def plcc(pred: Sequence[float], gt: Sequence[float], logistic: bool = True) -> float:
-    """Pearson correlation, after the four-parameter logistic fit when ``logistic``."""
-    from scipy.stats import pearsonr
-
+    """Pearson correlation, after the (rising) four-parameter logistic fit when ``logistic``."""
     x, y = np.asarray(pred, float), np.asarray(gt, float)
     if logistic:
         x = logistic4(x, *fit_logistic4(x, y))
-    if np.ptp(x) == 0:
-        return float("nan")
-    return float(pearsonr(x, y).statistic)
+    return pearson(x, y)

@@ -108,3 +108,17 @@ def unparsed_table(out_dir: str | Path, model: str):
 
     res = json.loads((Path(out_dir) / "eval" / f"results_{safe_name(model)}.json").read_text())
     return pd.DataFrame(res.get("unparsed", []), columns=["id", "response"])
+
+
+def chance_levels(items: Sequence[BenchItem]):
+    """Per multiple-choice dimension: accuracy of a uniform random guess and of always answering A."""
+    import pandas as pd
+
+    rows = []
+    for dim in ("AesP", "AesE", "AesA"):
+        its = [i for i in items if i.dimension == dim and i.answer]
+        if its:
+            rows.append({"dimension": dim, "items": len(its),
+                         "random guess": round(sum(1 / len(i.options) for i in its) / len(its), 3),
+                         "always A": round(sum(i.answer == "A" for i in its) / len(its), 3)})
+    return pd.DataFrame(rows)
