@@ -255,7 +255,7 @@ def test_dataset_stats_table():
     table = T.table_dataset_stats(load_reference(), IMAGES, CRITIQUE_STATS, INSTRUCTION_STATS)
     rows = {r[0]: r[1:] for r in table.rows}
     assert rows["images"] == ["21,904", "9"]  # as the paper writes it
-    assert rows["critiques (simulated annotators)"] == ["88K", "18"]
+    assert rows["critiques (feedbacks)"] == ["88K (human)", "18 (simulated)"]
     assert rows["annotators"] == ["n/a", "3 (simulated)"]
     assert rows["instructions"] == ["409K", "89"]
     assert rows["instructions: perception_mcq"] == ["n/a", "40"]
@@ -463,3 +463,14 @@ def test_measured_scores_ignore_models_without_benchmark_rows():
     measured = T.measured_scores(pd.concat([_results(), extra]), "proxy-overlap")
     assert list(measured) == ["base", "finetuned"]
     assert measured["base"]["AesP"] == 40.0 and math.isclose(measured["base"]["AesI_overall"], 1.0 * 0.4 / 0.7)
+
+
+def test_consensus_grades_skip_images_without_consensus(tmp_path):
+    out = write_outputs(tmp_path / "outputs")
+    consensus = CONSENSUS.copy()
+    consensus.loc[0, "consensus_grade"] = None
+    consensus.to_csv(out / INPUT_FILES["consensus"], index=False)
+    from aes_lib.report.build import _consensus_counts
+
+    counts = _consensus_counts(Report(ReportConfig(out_dir=str(out))))
+    assert counts == {"good": 2, "fair": 3, "poor": 3}

@@ -59,7 +59,7 @@ def _kind(rep: "Report") -> str:
 
 def _consensus_counts(rep: "Report") -> dict[str, int] | None:
     df = rep.inputs.consensus
-    return None if df is None else dict(Counter(df["consensus_grade"].astype(str)))
+    return None if df is None else dict(Counter(df["consensus_grade"].dropna().astype(str)))
 
 
 SPECS: dict[str, Spec] = {

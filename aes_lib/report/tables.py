@@ -173,8 +173,8 @@ def table_dataset_stats(ref: Mapping[str, Any], images: Sequence[Mapping[str, An
     add("source photos", None, len({im["source_photo"] for im in images}) if images is not None else None)
     cs = critique_stats or {}
     kind = cs.get("annotator_kind", "")
-    add("critiques (human feedbacks)" if kind == "human" else f"critiques ({kind or 'unknown'} annotators)",
-        rep.get("human_feedbacks"), cs.get("n_critiques"))
+    add("critiques (feedbacks)", f"{rep['human_feedbacks']} (human)" if "human_feedbacks" in rep else None,
+        f"{cs['n_critiques']:,} ({kind or 'unknown'})" if critique_stats else None)
     add("annotators", None, f"{cs['n_annotators']} ({kind})" if critique_stats else None)
     lengths = cs.get("description_lengths") or []
     add("avg. description length (words)", None, _fmt(_mean(lengths), 1) if lengths else None)
