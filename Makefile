@@ -33,6 +33,5 @@ lab: $(STAMP)
 strip:
 	$(BIN)/aes strip notebooks/*.ipynb
 
-clean:
-	rm -rf outputs/data outputs/critiques outputs/instructions outputs/train outputs/eval \
-	       outputs/figures outputs/tables outputs/notebooks outputs/logs outputs/index.* outputs/run_manifest.json
+clean:  # everything the pipeline wrote; keeps outputs/README.md
+	find outputs -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
