@@ -201,11 +201,13 @@ def test_cli_build_bench_and_run_writes_results_with_cis(outputs, tiny, capsys):
                  "--out-dir", str(outputs)]) == 0
     assert main(["evaluate", "run", "--model", str(model_path), "--name", "tiny-gen",
                  "--method", "generate", "--out-dir", str(outputs)]) == 0
+    assert main(["evaluate", "run", "--model", "tiny", "--limit", "5", "--out-dir", str(outputs)]) == 0
+    assert (outputs / "eval" / "tiny_model" / "config.json").exists()
     printed = capsys.readouterr().out
     assert "tiny-base\tAesP\taccuracy" in printed and "overall[proxy-overlap]" in printed
     rows = list(csv.DictReader((outputs / "eval" / "results.csv").open()))
     assert set(rows[0]) == {"model", "dimension", "group_by", "group", "metric", "value", "ci_low", "ci_high", "n"}
-    assert {r["model"] for r in rows} == {"tiny-base", "tiny-gen"}
+    assert {r["model"] for r in rows} == {"tiny-base", "tiny-gen", "tiny"}
     assert {r["group_by"] for r in rows} >= {"all", "attribute", "qtype", "source"}
     for r in rows:
         assert float(r["ci_low"]) <= float(r["value"]) + 1e-9 <= float(r["ci_high"]) + 2e-9

@@ -94,7 +94,7 @@ def register_cli(subparsers) -> None:
     b.set_defaults(func=_cmd_build)
 
     r = sub.add_parser("run", help="answer a benchmark with one model and score it")
-    r.add_argument("--model", help="saved LLaVA-family model folder (or hub id)")
+    r.add_argument("--model", help="saved LLaVA-family model folder, or 'tiny' (the embedded tiny LLaVA)")
     r.add_argument("--adapter", help="peft adapter folder applied on --model")
     r.add_argument("--api", help="OpenAI-compatible vision model name (with --base-url)")
     r.add_argument("--name", help="model name in the results (default: folder name)")

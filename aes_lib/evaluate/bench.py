@@ -13,7 +13,6 @@ Every reader raises ``ValueError`` naming the file, the image and the field of a
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
@@ -23,8 +22,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from aes_lib.schema import (ATTRIBUTE_LABELS, GRADE_SCORE, GRADE_TO_LEVEL, GRADES, BenchItem,
-                            Critique, ImageRecord, option_letters)
+from aes_lib.schema import (ATTRIBUTE_LABELS, GRADE_SCORE, GRADE_TO_LEVEL, BenchItem, Critique,
+                            ImageRecord, option_letters)
 
 log = logging.getLogger(__name__)
 
@@ -431,5 +430,8 @@ def dumps_options(options: Sequence[str]) -> str:
     return "\n".join(f"{l}. {o}" for l, o in zip(option_letters(len(options)), options))
 
 
-__all__ = [n for n in dir() if not n.startswith("_") and n not in ("annotations", "json", "log",
-                                                                    "random", "re", "statistics")]
+__all__ = ["AESBENCH_KEYS", "RESPONSE_KEYS", "Consensus", "build_benchmark", "consensus",
+           "detect_format", "dumps_options", "load_aesbench", "load_aesbench_key",
+           "load_score_dataset", "mcq_prompt", "parse_options", "prompt_file", "prompt_yaml",
+           "read_aesbench_responses", "read_benchmark", "scale_order", "write_aesbench_responses",
+           "write_benchmark"]

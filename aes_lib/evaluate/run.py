@@ -149,12 +149,23 @@ def _load_local(model_path: str | Path, adapter: str | Path | None, cfg: EvalCon
     return load_model_and_processor(model_path, adapter=adapter, dtype=cfg.dtype, device=device)
 
 
+def tiny_model(cfg: EvalConfig) -> Path:
+    """``--model tiny``: the embedded tiny LLaVA (random weights), built once under ``eval/``."""
+    from aes_lib.models import build_tiny_llava
+
+    path = cfg.eval_dir / "tiny_model"
+    if not (path / "config.json").exists():
+        build_tiny_llava(path, seed=cfg.seed)
+    return path
+
+
 def evaluate_model(cfg: EvalConfig, name: str, model_path: str | Path | None = None,
                    adapter: str | Path | None = None, api_model: str | None = None,
                    loaded: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """Answer, judge and score the configured benchmark with one model; write its files.
 
-    Exactly one of ``model_path`` (a saved LLaVA-family folder, ``adapter`` optional),
+    Exactly one of ``model_path`` (a saved LLaVA-family folder, ``adapter`` optional; ``"tiny"``
+    for the embedded tiny LLaVA),
     ``api_model`` (an OpenAI-compatible vision model) or ``loaded`` (``(model, processor)``).
     """
     from aes_lib.evaluate.answer import answer_api, answer_local, predict_scores
@@ -168,6 +179,8 @@ def evaluate_model(cfg: EvalConfig, name: str, model_path: str | Path | None = N
     fmt, items, root = load_items(cfg)
     t0 = time.perf_counter()
     model = processor = None
+    if model_path is not None and str(model_path) == "tiny":
+        model_path = tiny_model(cfg)
     if api_model is None:
         if model_path is not None and not Path(model_path).exists():
             raise FileNotFoundError(f"{model_path}: model folder not found")
