@@ -179,7 +179,8 @@ def load_model_and_processor(path_or_id: str | Path, adapter: str | Path | None 
     from transformers import AutoModelForImageTextToText
 
     path = Path(path_or_id)
-    if (path.is_absolute() or str(path_or_id).startswith(".")) and not path.exists():
+    looks_local = path.is_absolute() or str(path_or_id).startswith(".") or len(path.parts) > 2
+    if looks_local and not path.exists():  # a hub id is "owner/name"
         raise FileNotFoundError(f"{path}: model folder not found")
     if path.exists() and not (path / "config.json").exists():
         raise FileNotFoundError(f"{path}: no config.json (not a saved model folder)")

@@ -67,3 +67,9 @@ def test_to_messages_moves_image_first_and_rejects_bad_turns():
 def test_load_missing_folder_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope"):
         load_model_and_processor(tmp_path / "nope")
+
+
+def test_relative_missing_folder_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="outputs/train/run/merged"):
+        load_model_and_processor("outputs/train/run/merged")

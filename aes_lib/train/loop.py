@@ -79,6 +79,10 @@ def apply_method(model, cfg: TrainConfig):
     if cfg.method == "lora":
         from peft import LoraConfig, get_peft_model
 
+        if cfg.model == "tiny" and "lm_head" not in cfg.modules_to_save:
+            log.warning("the random-init tiny model barely learns through LoRA alone: add 'lm_head' "
+                        "to modules_to_save (the notebook's cpu profile does)")
+
         save = list(cfg.modules_to_save) + ([PROJECTOR] if cfg.train_projector else [])
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=lora_target_regex(cfg.lora_targets),
