@@ -199,6 +199,9 @@ def test_resume_gives_the_same_weights_as_a_straight_run(workspace):
     assert (workspace / "resumed/checkpoint-2/state/optimizer.bin").exists()
     for name in ("config.json", "loss.csv", "data_stats.json"):
         assert (workspace / "resumed/checkpoint-2" / name).stat().st_size > 0
+    with pytest.raises(ValueError, match="cannot resume with global_batch_size=4"):
+        train(make_cfg(workspace, "resumed", max_steps=4, save_every=2, resume_from="latest",
+                       global_batch_size=4))
     resumed = train(make_cfg(workspace, "resumed", max_steps=4, save_every=2, resume_from="latest"))
     assert resumed["steps_done"] == 4
     a = trainable_state(workspace / "straight/adapter")

@@ -279,6 +279,26 @@ def write_run_files(folder: Path, cfg: TrainConfig, rows, stats: dict[str, Any])
     write_json(folder / "data_stats.json", stats)
 
 
+#: keys that fix the data order, the schedule or the parameter layout: a resume must keep them
+RESUME_KEYS = ("method", "seed", "global_batch_size", "max_steps", "num_epochs", "lr", "projector_lr",
+               "lr_scheduler", "warmup_ratio", "lora_r", "lora_alpha", "lora_targets", "modules_to_save",
+               "train_projector", "freeze_vision_tower", "max_length", "max_train_samples", "group_by_length")
+
+
+def check_resumable(ckpt: Path, cfg: TrainConfig, n_samples: int) -> None:
+    """Refuse to resume with settings that would change the data order, schedule or parameters."""
+    saved = read_json(ckpt / "config.json")
+    for key in RESUME_KEYS:
+        if key in saved and saved[key] != getattr(cfg, key):
+            raise ValueError(f"{ckpt}: cannot resume with {key}={getattr(cfg, key)!r}; the checkpoint "
+                             f"was trained with {key}={saved[key]!r}")
+    state = read_json(ckpt / "trainer_state.json")
+    if state.get("n_train_samples", n_samples) != n_samples:
+        raise ValueError(f"{ckpt}: the training file now has {n_samples} usable samples, the "
+                         f"checkpoint was trained on {state['n_train_samples']}: the data position "
+                         "would not be the same")
+
+
 def find_checkpoint(output_dir: str | Path, resume_from: str) -> Path | None:
     """The checkpoint folder ``resume_from`` names ('latest' = highest step), or None."""
     if not resume_from:
@@ -349,6 +369,7 @@ def train(cfg: TrainConfig, stop_after: int = 0) -> dict[str, Any]:
     start, rows, elapsed, tokens = 0, [], 0.0, 0
     ckpt = find_checkpoint(out, cfg.resume_from)
     if ckpt is not None:
+        check_resumable(ckpt, cfg, len(dataset))
         accelerator.load_state(str(ckpt / "state"))
         state = read_json(ckpt / "trainer_state.json")
         start, elapsed, tokens = state["step"], state["seconds"], state["tokens"]
@@ -422,7 +443,8 @@ def save_checkpoint(accelerator, model, processor, cfg, out: Path, step: int, ro
         write_run_files(folder, cfg, rows, stats)
         if cfg.method == "lora":
             accelerator.unwrap_model(model).save_pretrained(folder / "adapter")
-        write_json(folder / "trainer_state.json", {"step": step, "seconds": seconds, "tokens": tokens})
+        write_json(folder / "trainer_state.json", {"step": step, "seconds": seconds, "tokens": tokens,
+                                                   "n_train_samples": stats["n_kept"]})
         if cfg.keep_checkpoints:
             old = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
             for p in old[:-cfg.keep_checkpoints]:
