@@ -300,3 +300,20 @@ def test_accelerate_configs_parse():
         assert data["mixed_precision"] == "bf16"
     assert kinds == {"single_gpu": "NO", "multi_gpu": "MULTI_GPU", "fsdp": "FSDP",
                      "deepspeed_zero3": "DEEPSPEED"}
+
+
+def test_prefetcher_returns_the_same_batches_in_order():
+    from aes_lib.train.loop import Prefetcher
+
+    calls = []
+
+    def fetch(k):
+        calls.append(k)
+        return [k * 10]
+
+    for enabled in (False, True):
+        calls.clear()
+        pre = Prefetcher(fetch, enabled)
+        got = [pre(k, upcoming=k + 1 if k < 4 else None) for k in range(5)]
+        pre.close()
+        assert got == [[0], [10], [20], [30], [40]] and sorted(calls) == [0, 1, 2, 3, 4]

@@ -235,6 +235,27 @@ def micro_batches_for_step(dataset, collator, cfg: TrainConfig, step: int, rank:
     return out
 
 
+class Prefetcher:
+    """``fetch(step)`` results, the next one computed in a background thread when enabled."""
+
+    def __init__(self, fetch, enabled: bool):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.fetch, self.pending = fetch, None
+        self.pool = ThreadPoolExecutor(1) if enabled else None
+
+    def __call__(self, step: int, upcoming: int | None = None):
+        if self.pool is None:
+            return self.fetch(step)
+        result = self.pending[1].result() if self.pending and self.pending[0] == step else self.fetch(step)
+        self.pending = (upcoming, self.pool.submit(self.fetch, upcoming)) if upcoming is not None else None
+        return result
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+
 def evaluate_loss(model, dataset, collator, cfg: TrainConfig, accelerator) -> float:
     """Mean supervised-token loss over a whole dataset (no gradient)."""
     import torch
@@ -394,9 +415,12 @@ def train(cfg: TrainConfig, stop_after: int = 0) -> dict[str, Any]:
     end = min(total, stop_after) if stop_after else total
     bar = tqdm(total=total, initial=start, desc="train", disable=not (main and cfg.progress),
                unit="step", dynamic_ncols=True)
+    # on a GPU the next step's images are decoded in a thread while this step computes
+    batches_of = Prefetcher(lambda k: micro_batches_for_step(dataset, collator, cfg, k, rank, world, lengths),
+                            enabled=accelerator.device.type == "cuda")
     for step in range(start, end):
         t0 = time.perf_counter()
-        batches = micro_batches_for_step(dataset, collator, cfg, step, rank, world, lengths)
+        batches = batches_of(step, upcoming=step + 1 if step + 1 < end else None)
         lr = scheduler.get_last_lr()[0]
         result = training_step(model, optimizer, batches, accelerator, cfg.max_grad_norm)
         scheduler.step()
@@ -416,6 +440,7 @@ def train(cfg: TrainConfig, stop_after: int = 0) -> dict[str, Any]:
             save_checkpoint(accelerator, model, processor, cfg, out, step + 1, rows, stats,
                             elapsed, tokens)
     bar.close()
+    batches_of.close()
     summary.update(steps_done=end, seconds=round(elapsed, 3), tokens=tokens,
                    first_loss=rows[0]["loss"] if rows else None,
                    last_loss=rows[-1]["loss"] if rows else None)
