@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--generate-questions", type=int, default=24, help="questions answered by generate")
     ap.add_argument("--max-new-tokens", type=int, default=8, help="generate: tokens per answer")
     ap.add_argument("--warmup", type=int, default=1, help="untimed warm-up passes of each method")
+    ap.add_argument("--text-layers", type=int, default=0, help="override the shape's LM layers (checks)")
+    ap.add_argument("--vision-layers", type=int, default=0, help="override the vision layers (checks)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="", help="also write the summary here")
     args = ap.parse_args(argv)
@@ -165,7 +167,11 @@ def main(argv: list[str] | None = None) -> dict:
     import transformers
 
     shape_name = "tiny" if args.tiny else args.shape
-    shape = SHAPES[shape_name]
+    shape = dict(SHAPES[shape_name])
+    if args.text_layers:
+        shape["text_layers"] = args.text_layers
+    if args.vision_layers:
+        shape["vision_layers"] = args.vision_layers
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     torch.set_grad_enabled(False)
@@ -192,7 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
                 for x, y in zip(scores_shared, scores_batched)) / n_q
 
     summary = {
-        "shape": shape_name, "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else
+        "shape": shape_name, "text_layers": shape["text_layers"], "vision_layers": shape["vision_layers"],
+        "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else
         f"cpu ({platform.processor() or platform.machine()})", "dtype": str(dtype).replace("torch.", ""),
         "torch": torch.__version__, "transformers": transformers.__version__,
         "parameters": sum(p.numel() for p in model.parameters()), "build_seconds": round(build_s, 2),

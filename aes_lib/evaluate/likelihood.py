@@ -212,6 +212,9 @@ class OptionScorer:
                     split = min(split, len(all_ids[i]) - 1)
                     while all_ids[i][:split] != first_ids[:split]:
                         split -= 1
+                if n_img and split <= max(j for j, t in enumerate(first_ids) if t == self.image_token_id):
+                    raise ValueError(f"{image}: the prompts of this image differ before its image "
+                                     "tokens, so they cannot share an image prefix")
                 prefixes.append(first_ids[:split])
                 pixels.append(pv)
                 for i in qidx:
