@@ -197,6 +197,7 @@ def test_cli_build_bench_and_run_writes_results_with_cis(outputs, tiny, capsys):
     assert main(["evaluate", "build-bench", "--out-dir", str(outputs)]) == 0
     bench = outputs / "eval" / "benchmark.jsonl"
     assert bench.exists()
+    assert json.loads((outputs / "eval" / "benchmark_config.json").read_text())["seed"] == 0
     assert main(["evaluate", "run", "--model", str(model_path), "--name", "tiny-base",
                  "--out-dir", str(outputs)]) == 0
     assert main(["evaluate", "run", "--model", str(model_path), "--name", "tiny-gen",
@@ -287,3 +288,24 @@ def test_api_model_and_api_judge_through_a_real_server(tmp_path, images):
     assert rows[("AesP", "accuracy")] == 0.5
     assert rows[("AesI", "overall[api:judge-model]")] == pytest.approx(4 / 3, abs=1e-6)
     assert summary["judge"] == "api:judge-model"
+
+
+def test_failed_api_answer_is_an_error_naming_the_item(tmp_path, images):
+    import os
+
+    from fake_openai_server import start_server
+
+    from aes_lib.evaluate import EvalConfig, evaluate_model
+    from aes_lib.schema import write_jsonl as wj
+
+    root, files = images
+    wj(tmp_path / "bench.jsonl", [_mcq(7, files[0])])
+    os.environ.setdefault("OPENAI_API_KEY", "test-key")
+    server = start_server(mode="500")
+    try:
+        cfg = EvalConfig(out_dir=str(tmp_path / "o"), bench=str(tmp_path / "bench.jsonl"), image_root=str(root),
+                         base_url=server.base_url, progress=False, api_settings={"max_retries": 0})
+        with pytest.raises(ValueError, match="'q7'"):
+            evaluate_model(cfg, "api-fail", api_model="vision-model")
+    finally:
+        server.stop()

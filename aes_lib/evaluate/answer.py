@@ -183,7 +183,7 @@ def answer_api(items: Sequence[BenchItem], client_cfg: dict[str, Any], image_roo
     out = []
     for it, res in zip(items, results):
         if not res.ok:
-            raise RuntimeError(f"API answer for item {it.id!r} failed: {res.error}")
+            raise ValueError(f"API answer for item {it.id!r} failed after the client's retries: {res.error}")
         text = res.text.strip()
         pred = None if it.dimension == "AesI" else extract_option(text, it.options)
         out.append(_record(it, f"api:{cfg.model}", text, pred))

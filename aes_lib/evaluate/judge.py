@@ -96,7 +96,7 @@ class ApiJudge:
         out = []
         for it, res in zip(items, LLMClient(self.cfg).run(reqs, progress=progress)):
             if not res.ok:
-                raise RuntimeError(f"judge failed on item {it.id!r}: {res.error}")
+                raise ValueError(f"judge failed on item {it.id!r} after the client's retries: {res.error}")
             out.append(res.parsed)
         return out
 

@@ -46,6 +46,9 @@ class EvalConfig(Config):
     judge_model: str = field(default="", metadata={"help": "judge model name (judge=api)"})
     base_url: str = field(default="", metadata={
         "help": "OpenAI-compatible endpoint for API models and the API judge; empty = OpenAI"})
+    api_settings: dict = field(default_factory=dict, metadata={
+        "help": "more aes_lib.client.ClientConfig keys for API models and the judge, e.g. "
+                "{requests_per_minute: 60, concurrency: 4, max_retries: 5}"})
     api_cache: str = field(default="", metadata={"help": "client cache file; empty = <out_dir>/eval/api_cache.db"})
     dtype: str = field(default="auto", metadata={"help": "model dtype: auto, float32, bf16, fp16"})
     device: str = field(default="", metadata={"help": "torch device; empty = cuda when available, else cpu"})
@@ -79,7 +82,7 @@ class EvalConfig(Config):
         return Path(self.bench) if self.bench else self.eval_dir / "benchmark.jsonl"
 
     def client_cfg(self, model: str) -> dict[str, Any]:
-        cfg: dict[str, Any] = {"model": model,
+        cfg: dict[str, Any] = {**self.api_settings, "model": model,
                                "cache_path": self.api_cache or str(self.eval_dir / "api_cache.db")}
         if self.base_url:
             cfg["base_url"] = self.base_url
@@ -103,15 +106,33 @@ def _read_inputs(out_dir: str | Path):
     return images, read_jsonl(Path(out_dir) / "critiques" / "critiques.jsonl", Critique)
 
 
+@dataclass
+class BenchConfig(Config):
+    seed: int = field(default=0, metadata={"help": "seed of the option order"})
+    split: str = field(default="test", metadata={"help": "split the benchmark is built from"})
+    source_field: str = field(default="auto", metadata={
+        "help": "image field of the 'source' breakdown: auto, source_package, category"})
+    shuffle_scales: bool = field(default=True, metadata={
+        "help": "shuffle ordered scales (Yes/No, good/fair/poor, high/medium/low) too"})
+    prompt_version: str = field(default=B.BENCH_PROMPTS, metadata={"help": "question wording file"})
+
+    def check(self) -> None:
+        require(self.split in ("train", "val", "test"), "split", "must be train, val or test")
+
+
 def build_bench(out_dir: str | Path = "outputs", seed: int = 0, source_field: str = "auto",
                 split: str = "test", shuffle_scales: bool = True) -> Path:
-    """``<out_dir>/eval/benchmark.jsonl`` from ``data/manifest.json`` and ``critiques/critiques.jsonl``."""
+    """``<out_dir>/eval/benchmark.jsonl`` from ``data/manifest.json`` and ``critiques/critiques.jsonl``;
+    the settings are saved beside it as ``eval/benchmark_config.json``."""
     out_dir = Path(out_dir)
+    cfg = BenchConfig.from_dict(seed=seed, split=split, source_field=source_field,
+                                shuffle_scales=shuffle_scales)
     images, critiques = _read_inputs(out_dir)
     items = B.build_benchmark(images, critiques, seed=seed, split=split, source_field=source_field,
                               shuffle_scales=shuffle_scales)
     path = out_dir / "eval" / "benchmark.jsonl"
     B.write_benchmark(path, items)
+    cfg.save(path.with_name("benchmark_config.json"))
     return path
 
 
