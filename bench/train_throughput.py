@@ -28,7 +28,6 @@ import argparse
 import gc
 import json
 import logging
-import math
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -215,7 +214,7 @@ def run_plain(model, shape: Shape, device, dtype, warmup: int, steps: int) -> tu
     try:
         return time_steps(step, device, warmup, steps), shape.batch_plain
     finally:
-        del opt
+        opt = None  # noqa: F841  (frees the optimizer state before the next configuration)
         base = peft_model.unload()
         base.gradient_checkpointing_disable()
         base.disable_input_require_grads()
@@ -251,7 +250,7 @@ def run_project(model, shape: Shape, variant: Variant, device, dtype, warmup: in
     try:
         return time_steps(step, device, warmup, steps), variant.micro_batch
     finally:
-        del opt, prepared
+        opt = prepared = None  # noqa: F841
         accelerator.free_memory()
         base = peft_model.unload()
         if cfg.gradient_checkpointing:

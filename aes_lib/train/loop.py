@@ -345,7 +345,6 @@ def train(cfg: TrainConfig, stop_after: int = 0) -> dict[str, Any]:
     ``stop_after`` (> 0) stops after that many optimizer steps in total without changing the
     schedule: an interruption, for tests and for splitting a long run.
     """
-    import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
