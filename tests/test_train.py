@@ -317,3 +317,31 @@ def test_prefetcher_returns_the_same_batches_in_order():
         got = [pre(k, upcoming=k + 1 if k < 4 else None) for k in range(5)]
         pre.close()
         assert got == [[0], [10], [20], [30], [40]] and sorted(calls) == [0, 1, 2, 3, 4]
+
+
+#: the chat template the llava-hf LLaVA-1.5 checkpoints ship (no </s> after answers)
+LLAVA_HF_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}"
+    "{% endif %}{# Render all images first #}{% for content in message['content'] | selectattr('type', "
+    "'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}{# Render all text next #}{% if message['role'] "
+    "!= 'assistant' %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ content['text'] + ' '}}{% endfor %}{% else %}{% for content in message['content'] | "
+    "selectattr('type', 'equalto', 'text') %}{% generation %}{{ content['text'] + ' '}}{% endgeneration %}"
+    "{% endfor %}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}")
+
+
+def test_llava_hf_template_gets_answers_closed_by_eos(workspace):
+    from aes_lib.models import build_prompt
+    from aes_lib.train.data import masked_view
+
+    _, processor = load_model_and_processor(workspace / "base_model")
+    processor.chat_template = LLAVA_HF_TEMPLATE
+    conv = [{"from": "human", "value": "<image>\nIs it blurry?"}, {"from": "gpt", "value": "Yes."},
+            {"from": "human", "value": "Why?"}, {"from": "gpt", "value": "Soft edges."}]
+    assert masked_view(processor, conv) == ("<s>USER: <image>\nIs it blurry? ASSISTANT:[[ Yes.</s>]]"
+                                            "USER: Why? ASSISTANT:[[ Soft edges.</s>]]")
+    enc = encode_conversation(processor, conv, n_image_tokens=16, max_length=512)
+    image = Image.open(workspace / "data/images/train_0.png").convert("RGB")
+    ref = processor(images=image, text=build_prompt(processor, conv[:1]), return_tensors="np")
+    ref_ids = ref["input_ids"][0].tolist()
+    assert enc.input_ids[:len(ref_ids)] == ref_ids and enc.labels[len(ref_ids)] != IGNORE

@@ -100,7 +100,7 @@ def encode_conversation(processor, conversations: Sequence[dict[str, str]], n_im
     spans, text = [], ""
     for piece, supervised in conversation_segments(processor, conversations):
         if supervised and tok.eos_token and tok.eos_token not in piece:
-            piece += tok.eos_token  # LLaVA closes every answer with </s>
+            piece = piece.rstrip() + tok.eos_token  # LLaVA closes every answer with </s>
         if supervised:
             spans.append((len(text), len(text) + len(piece)))
         text += piece
