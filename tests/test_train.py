@@ -345,3 +345,28 @@ def test_llava_hf_template_gets_answers_closed_by_eos(workspace):
     ref = processor(images=image, text=build_prompt(processor, conv[:1]), return_tensors="np")
     ref_ids = ref["input_ids"][0].tolist()
     assert enc.input_ids[:len(ref_ids)] == ref_ids and enc.labels[len(ref_ids)] != IGNORE
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_same_update_as_one(workspace, tmp_path):
+    """DDP on 2 CPU processes (gloo, torchrun) with accumulation 1 = one process accumulating 2."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    one = train(make_cfg(workspace, "ddp_one", lora_dropout=0.0, max_steps=2))
+    assert one["grad_accum"] == 2
+    cfg = make_cfg(workspace, "ddp_two", lora_dropout=0.0, max_steps=2).to_dict()
+    (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "aes_lib.cli", "train", "--config", str(tmp_path / "ddp.yaml")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "8 samples (4 x 2 x 1 accumulation)" in proc.stderr
+    assert _close(trainable_state(workspace / "ddp_one/adapter"), trainable_state(workspace / "ddp_two/adapter"),
+                  atol=1e-6)
+    assert [r["loss"] for r in read_loss_csv(workspace / "ddp_one/loss.csv")] == \
+        pytest.approx([r["loss"] for r in read_loss_csv(workspace / "ddp_two/loss.csv")], abs=1e-6)

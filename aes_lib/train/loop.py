@@ -42,6 +42,15 @@ def resolve_precision(cfg: TrainConfig) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
+def multi_cpu_launch() -> bool:
+    """True under torchrun / accelerate launch with several processes and no GPU (gloo DDP)."""
+    import os
+
+    import torch
+
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def corpus_from_records(records: Sequence[dict[str, Any]]) -> list[str]:
     """Every turn's text (without the image placeholder), for training the tiny tokenizer."""
     return [t["value"].replace("<image>", "").strip() for r in records for t in r["conversations"]]
@@ -353,7 +362,8 @@ def train(cfg: TrainConfig, stop_after: int = 0) -> dict[str, Any]:
 
     precision = resolve_precision(cfg)
     logging.getLogger("accelerate").setLevel(max(logging.WARNING, logging.getLogger("accelerate").level))
-    accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no")
+    accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no",
+                              cpu=multi_cpu_launch())
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
     accum = cfg.grad_accum(world)
     out = Path(cfg.output_dir)
