@@ -370,3 +370,13 @@ def test_two_processes_give_the_same_update_as_one(workspace, tmp_path):
                   atol=1e-6)
     assert [r["loss"] for r in read_loss_csv(workspace / "ddp_one/loss.csv")] == \
         pytest.approx([r["loss"] for r in read_loss_csv(workspace / "ddp_two/loss.csv")], abs=1e-6)
+
+
+def test_shipped_train_configs_load():
+    from importlib import resources
+
+    for name, method, r in (("train_tiny_cpu.yaml", "lora", 16), ("train_llava15_lora.yaml", "lora", 128)):
+        path = Path(str(resources.files("aes_lib").joinpath("assets", name)))
+        cfg = TrainConfig.from_yaml(path)
+        assert (cfg.method, cfg.lora_r) == (method, r)
+    assert TrainConfig.from_yaml(path).model == "llava-hf/llava-1.5-7b-hf"
