@@ -228,7 +228,7 @@ def run_project(model, shape: Shape, variant: Variant, device, dtype, warmup: in
     from aes_lib.train import TrainConfig, apply_method, make_optimizer, training_step
 
     cfg = TrainConfig.from_dict(dict(
-        method="lora", lora_r=shape.lora_r, lora_alpha=2 * shape.lora_r,
+        model=f"random-weight {shape.name} shape", method="lora", lora_r=shape.lora_r, lora_alpha=2 * shape.lora_r,
         lora_dropout=variant.lora_dropout, gradient_checkpointing=variant.checkpointing != "off",
         checkpoint_fraction=1.0 if variant.checkpointing == "full" else variant.checkpoint_fraction,
         attn_implementation=variant.attn, fused_adamw=variant.fused_adamw,
