@@ -315,9 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     model = build_model(shape, device, dtype)
     flops = model_flops_per_sample(model, shape)
-    log.info("shape %s: %.2fB parameters, %d tokens/sample (%d image), %.2f TFLOP per sample; built in %.0f s",
-             shape.name, sum(p.numel() for p in model.parameters()) / 1e9, shape.seq,
-             (shape.image_size // shape.patch) ** 2, flops / 1e12, time.perf_counter() - t0)
+    log.info("shape %s: %.4g M parameters, %d tokens/sample (%d image), %.4g GFLOP per sample; built in %.0f s",
+             shape.name, sum(p.numel() for p in model.parameters()) / 1e6, shape.seq,
+             (shape.image_size // shape.patch) ** 2, flops / 1e9, time.perf_counter() - t0)
 
     runs: list[tuple[str, Any]] = []
     if not args.skip_plain:
