@@ -233,7 +233,9 @@ def test_main_results_table_rows_and_formats(tmp_path):
     gpt = table.rows[0]
     assert gpt[1] == "GPT-4V" and gpt[2].startswith("reported by AesBench") and gpt[3] == "72.08"
     ft = table.rows[-1]
-    assert ft[1] == "finetuned" and ft[2] == "measured by this run (run-a)" and ft[3] == "70.00"
+    assert ft[1] == "finetuned" and ft[3] == "70.00"
+    assert ft[2] == "measured by this run (run-a; AesI judge: proxy-overlap)"
+    assert any("not a GPT judge" in n for n in table.notes)
     assert ft[-1] == "1.000"
     paths = T.write_table(table, tmp_path, "table_main_results")
     csv_text, md, tex = (p.read_text() for p in paths)

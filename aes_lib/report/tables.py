@@ -139,13 +139,16 @@ def table_main_results(ref: Mapping[str, Any], measured: Mapping[str, Mapping[st
     rows = [["reported", model, f"{source_label(ref, src)} ({citation})"]
             + [_fmt(scores.get(k), _digits(k)) for k in BENCH_COLUMNS]
             for model, scores in reported_scores(ref).items()]
-    where = MEASURED + (f" ({run_label})" if run_label else "")
+    detail = "; ".join(d for d in (run_label, f"AesI judge: {judge}" if judge else "") if d)
+    where = MEASURED + (f" ({detail})" if detail else "")
     for model, scores in (measured or {}).items():
         rows.append(["measured", model, where] + [_fmt(scores.get(k), _digits(k)) for k in BENCH_COLUMNS])
     notes = ["AesP, AesE, AesA: accuracy (%); AesI: 0-2 scores."]
     if measured:
         notes.append("Measured rows come from this project's benchmark, not AesBench; the two are "
-                     "not directly comparable." + (f" AesI judged by {judge}." if judge else ""))
+                     "not directly comparable." + (f" AesI judged by {judge}" + (
+                         " (word overlap with the reference critique, an offline proxy, not a GPT "
+                         "judge)." if judge.startswith("proxy") else ".") if judge else ""))
     else:
         notes.append("No measured rows: eval/results.csv was not found.")
     return Table(columns, rows, "Main results: reported by AesBench vs " + MEASURED, notes)
