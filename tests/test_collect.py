@@ -334,6 +334,9 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys):
     assert "manifest.json: file not found" in capsys.readouterr().err
     assert aes_main(["collect", "stats", "--out", str(tmp_path / "empty")]) == 2
     assert "no critiques to aggregate" in capsys.readouterr().err
+    assert aes_main(["collect", "export", "--out", str(tmp_path / "nothing")]) == 2
+    assert "no critique store" in capsys.readouterr().err
+    assert not (tmp_path / "nothing" / "critiques" / "critiques.jsonl").exists()
 
 
 def test_simulation_on_the_built_dataset(mini_dataset, tmp_path):

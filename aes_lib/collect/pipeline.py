@@ -71,6 +71,9 @@ def import_into_store(out_dir: str | Path, path: str | Path, fmt: str,
 def export_jsonl(out_dir: str | Path, path: str | Path | None = None) -> tuple[Path, list[Critique]]:
     """Write every stored critique to ``critiques.jsonl`` (sorted by image, annotator)."""
     path = Path(path) if path else critiques_dir(out_dir) / "critiques.jsonl"
+    db = critiques_dir(out_dir) / DB_NAME
+    if not db.exists():
+        raise FileNotFoundError(f"{db}: no critique store (simulate or import some critiques first)")
     with open_store(out_dir) as store:
         critiques = store.critiques()
     write_jsonl(path, critiques)
