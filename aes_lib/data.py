@@ -404,23 +404,10 @@ def contact_sheet(dataset: Dataset, out_stem: str | Path, columns: int | None = 
                 ax.set_ylabel(f"{photo}\n({split})", fontsize=6, rotation=0, ha="right", va="center")
     fig.suptitle(f"{dataset.name}: {len(photos)} photos x {len(kinds)} versions "
                  f"({len(dataset.images)} images); s = degradation strength", fontsize=9)
+    from aes_lib.style import save_figure
+
     paths = save_figure(fig, out_stem)
     plt.close(fig)
-    return paths
-
-
-def save_figure(fig, out_stem: str | Path) -> list[Path]:
-    """Save ``fig`` as PDF and PNG with no date or software metadata (same input, same bytes)."""
-    out_stem = Path(out_stem)
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ext, meta in (("pdf", {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}),
-                      ("png", {"Software": None})):
-        path = out_stem.with_suffix(f".{ext}")
-        buf = io.BytesIO()
-        fig.savefig(buf, format=ext, metadata=meta)
-        atomic_write_bytes(path, buf.getvalue())
-        paths.append(path)
     return paths
 
 

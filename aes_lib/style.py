@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 #: Colours for series measured by this run and series reported by a paper, kept apart.
 MEASURED_COLORS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd")
 REPORTED_COLORS = ("#7f7f7f", "#bcbd22", "#8c564b", "#e377c2", "#17becf", "#ff7f0e")
@@ -9,6 +11,12 @@ REPORTED_COLORS = ("#7f7f7f", "#bcbd22", "#8c564b", "#e377c2", "#17becf", "#ff7f
 #: measured = thick solid with markers.
 REPORTED_STYLE = {"lw": 1.0, "ls": "--", "alpha": 0.75}
 MEASURED_STYLE = {"lw": 2.6, "ls": "-", "marker": "o", "markersize": 5, "zorder": 5}
+
+#: Every figure is written in these formats, with fixed metadata: PDF without dates or a
+#: version string, PNG without "Software", so the same figure gives the same bytes.
+FIGURE_FORMATS = ("pdf", "png")
+PDF_METADATA = {"Creator": "aes_lib", "Producer": "aes_lib", "CreationDate": None, "ModDate": None}
+PNG_METADATA = {"Software": None}
 
 
 def apply_style() -> None:
@@ -28,3 +36,19 @@ def apply_style() -> None:
         "svg.hashsalt": "aes",
         "path.simplify": True,
     })
+
+
+def save_figure(fig, stem: str | Path) -> list[Path]:
+    """Write ``<stem>.pdf`` and ``<stem>.png`` atomically with deterministic bytes; return the
+    paths (in :data:`FIGURE_FORMATS` order). The one way every stage saves a figure."""
+    import io
+
+    from aes_lib.io import atomic_write_bytes
+
+    stem = Path(stem)
+    paths = []
+    for ext in FIGURE_FORMATS:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, metadata=PDF_METADATA if ext == "pdf" else PNG_METADATA)
+        paths.append(atomic_write_bytes(stem.parent / f"{stem.name}.{ext}", buf.getvalue()))
+    return paths

@@ -201,6 +201,19 @@ def test_stats_have_the_contract_keys():
     assert any(w in low_words and score > 0 for w, score in words.items())
 
 
+def test_stats_figure_is_written_with_the_same_bytes_twice(tmp_path):
+    import matplotlib.pyplot as plt
+
+    cs = simulate_critiques([make_image(f"cup__{k}", k, 0.75) for k in DEGRADATIONS], "p@1",
+                            SimulateConfig(n_annotators=4, annotators_per_image=3))
+    s = compute_stats(cs)
+    for name in ("a", "b"):
+        plt.close(collect.plot_stats(s, tmp_path / name / "fig_collect_stats"))
+    for ext in ("pdf", "png"):
+        first, second = (tmp_path / n / f"fig_collect_stats.{ext}" for n in ("a", "b"))
+        assert first.stat().st_size > 1000 and first.read_bytes() == second.read_bytes()
+
+
 # --- importers ------------------------------------------------------------------------------
 
 def test_pccd_import_handles_messy_rows():

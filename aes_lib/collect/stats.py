@@ -206,9 +206,7 @@ def plot_stats(stats: dict[str, Any], stem: str | Path | None = None):
     axes[2].invert_yaxis()
     fig.tight_layout()
     if stem is not None:
-        stem = Path(stem)
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        for ext in ("png", "pdf"):
-            fig.savefig(stem.with_suffix(f".{ext}"),   # no creation date: same input, same bytes
-                        metadata={"CreationDate": None} if ext == "pdf" else {"Software": None})
+        from aes_lib.style import save_figure
+
+        save_figure(fig, stem)
     return fig

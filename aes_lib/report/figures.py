@@ -8,20 +8,14 @@ give byte-identical files.
 
 from __future__ import annotations
 
-import io
 import math
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from aes_lib.io import atomic_write_bytes
 from aes_lib.schema import ATTRIBUTE_LABELS, ATTRIBUTES, DEGRADATIONS, GRADES, INSTRUCTION_TYPES, QTYPES
 
-#: Fixed metadata: PDF without dates or a version string, PNG without "Software".
-PRODUCER = "aes_lib.report"
-PDF_METADATA = {"Creator": PRODUCER, "Producer": PRODUCER, "CreationDate": None}
-PNG_METADATA = {"Software": None}
-FIGURE_FORMATS = ("pdf", "png")
+from aes_lib.style import FIGURE_FORMATS  # noqa: F401  (re-exported: build.py lists the formats)
 
 MEASURED = "measured by this run"
 
@@ -53,12 +47,9 @@ def _who(annotator_kind: str) -> str:
 
 def save_figure(fig, folder: str | Path, name: str) -> list[Path]:
     """Write ``<folder>/<name>.pdf`` and ``.png`` with deterministic bytes; return the paths."""
-    paths = []
-    for ext in FIGURE_FORMATS:
-        buf = io.BytesIO()
-        fig.savefig(buf, format=ext, metadata=PDF_METADATA if ext == "pdf" else PNG_METADATA)
-        paths.append(atomic_write_bytes(Path(folder) / f"{name}.{ext}", buf.getvalue()))
-    return paths
+    from aes_lib.style import save_figure as _save
+
+    return _save(fig, Path(folder) / name)
 
 
 def _ordered(keys, preferred: Sequence[str]) -> list[str]:
