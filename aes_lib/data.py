@@ -24,7 +24,7 @@ import numpy as np
 
 from aes_lib.config import Config, require
 from aes_lib.io import read_json, sha256_file, write_json, atomic_write_bytes
-from aes_lib.schema import DEGRADATIONS, SPLITS, ImageRecord, SchemaError, write_jsonl
+from aes_lib.schema import DEGRADATIONS, ImageRecord, manifest_records, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -293,15 +293,7 @@ def load_manifest(path: str | Path, check_files: bool = True) -> Dataset:
     """Load and validate a manifest; errors name the manifest, the record and the field."""
     path = Path(path)
     data = read_json(path)
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise SchemaError(str(path), "images", "expected an object with a list 'images'")
-    records, seen = [], set()
-    for i, item in enumerate(data["images"]):
-        record = ImageRecord.from_dict(item, where=f"{path}: images[{i}]")
-        if record.id in seen:
-            raise SchemaError(f"{path}: images[{i}]", "id", f"duplicate id {record.id!r}")
-        seen.add(record.id)
-        records.append(record)
+    records = manifest_records(data, str(path))
     dataset = Dataset(root=path.parent, images=records, name=data.get("name", DATASET_NAME))
     if check_files:
         missing = [r for r in records if not dataset.path(r).is_file()]

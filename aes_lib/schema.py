@@ -341,3 +341,25 @@ def iter_jsonl(path: str | Path, cls: type[T]) -> Iterator[T]:
 
 def read_jsonl(path: str | Path, cls: type[T]) -> list[T]:
     return list(iter_jsonl(path, cls))
+
+
+def manifest_records(data: Any, where: str) -> list[ImageRecord]:
+    """The validated image records of a loaded ``data/manifest.json`` object; errors name the
+    manifest, the record (``images[i]``) and the field, and a repeated id is an error."""
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise SchemaError(where, "images", "expected an object with a list 'images'")
+    records, seen = [], set()
+    for i, item in enumerate(data["images"]):
+        record = ImageRecord.from_dict(item, where=f"{where}: images[{i}]")
+        if record.id in seen:
+            raise SchemaError(f"{where}: images[{i}]", "id", f"duplicate id {record.id!r}")
+        seen.add(record.id)
+        records.append(record)
+    return records
+
+
+def read_manifest(path: str | Path) -> list[ImageRecord]:
+    """The image records of a ``data/manifest.json`` file (the one reader every stage uses)."""
+    from aes_lib.io import read_json
+
+    return manifest_records(read_json(path), str(path))

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from aes_lib.schema import (BenchItem, Critique, ImageRecord, Instruction, SchemaError, read_jsonl,
-                            write_jsonl)
+                            read_manifest, write_jsonl)
 
 
 def _critique(**kw):
@@ -89,3 +89,21 @@ def test_jsonl_errors_name_file_and_line(tmp_path):
     path.write_text("{not json\n")
     with pytest.raises(SchemaError, match="not valid JSON"):
         read_jsonl(path, Critique)
+
+
+def test_read_manifest_names_record_and_field(tmp_path):
+    path = tmp_path / "manifest.json"
+    good = ImageRecord(id="a", file="images/a.png", source_photo="a", split="train").to_dict()
+    path.write_text(json.dumps({"images": [good, {**good, "id": "b"}]}))
+    assert [r.id for r in read_manifest(path)] == ["a", "b"]
+    path.write_text(json.dumps({"images": [good, {**good, "id": "b", "split": "holdout"}]}))
+    with pytest.raises(SchemaError, match=r"images\[1\].*split"):
+        read_manifest(path)
+    path.write_text(json.dumps({"images": [good, good]}))
+    with pytest.raises(SchemaError, match=r"images\[1\].*duplicate id 'a'"):
+        read_manifest(path)
+    path.write_text(json.dumps([good]))
+    with pytest.raises(SchemaError, match="'images'"):
+        read_manifest(path)
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        read_manifest(tmp_path / "missing.json")

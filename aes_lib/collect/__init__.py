@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 from .importers import FORMATS, ImportOptions, ImportResult, import_file, score_to_grade, score_to_rating
 from .pipeline import (collect_outputs, critiques_dir, export_jsonl, import_into_store, load_manifest,

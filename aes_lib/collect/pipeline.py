@@ -11,8 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from aes_lib.io import read_json, write_json
-from aes_lib.schema import Critique, ImageRecord, write_jsonl
+from aes_lib.io import write_json
+from aes_lib.schema import Critique, ImageRecord, read_manifest, write_jsonl
 
 from .importers import ImportOptions, ImportResult, import_file
 from .protocol import Protocol, load_protocol
@@ -35,11 +35,7 @@ def open_store(out_dir: str | Path) -> CritiqueStore:
 
 def load_manifest(data_dir: str | Path) -> list[ImageRecord]:
     """The image records of ``<data_dir>/manifest.json``, validated."""
-    path = Path(data_dir) / "manifest.json"
-    manifest = read_json(path)
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("images"), list):
-        raise ValueError(f"{path}: expected an object with an 'images' list")
-    return [ImageRecord.from_dict(d, where=str(path)) for d in manifest["images"]]
+    return read_manifest(Path(data_dir) / "manifest.json")
 
 
 def simulate_into_store(out_dir: str | Path, images: list[ImageRecord], config: SimulateConfig,

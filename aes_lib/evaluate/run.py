@@ -95,14 +95,9 @@ def safe_name(name: str) -> str:
 
 def _read_inputs(out_dir: str | Path):
     """The image records of ``data/manifest.json`` and the critiques of ``critiques/critiques.jsonl``."""
-    from aes_lib.io import read_json
-    from aes_lib.schema import Critique, ImageRecord, read_jsonl
+    from aes_lib.schema import Critique, read_jsonl, read_manifest
 
-    manifest_path = Path(out_dir) / "data" / "manifest.json"
-    manifest = read_json(manifest_path)
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("images"), list):
-        raise ValueError(f"{manifest_path}: field 'images': expected a list of image records")
-    images = [ImageRecord.from_dict(d, where=str(manifest_path)) for d in manifest["images"]]
+    images = read_manifest(Path(out_dir) / "data" / "manifest.json")
     return images, read_jsonl(Path(out_dir) / "critiques" / "critiques.jsonl", Critique)
 
 

@@ -22,9 +22,9 @@ from typing import Any
 from aes_lib.config import Config, require
 from aes_lib.generate import offline
 from aes_lib.generate.offline import BAND_JUDGMENT, PROMPTS_DIR, band, mcq_prompt
-from aes_lib.io import read_json, sha256_text, write_json
+from aes_lib.io import sha256_text, write_json
 from aes_lib.schema import (GRADE_TO_LEVEL, QTYPES, SPLITS, Critique, ImageRecord, Instruction,
-                            option_letters, read_jsonl, write_jsonl)
+                            option_letters, read_jsonl, read_manifest, write_jsonl)
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +80,7 @@ class GenerateConfig(Config):
 def load_images(manifest: str | Path | None) -> dict[str, ImageRecord]:
     if manifest is None:
         return {}
-    data = read_json(manifest)
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise ValueError(f"{manifest}: expected an object with an 'images' list")
-    return {r.id: r for r in (ImageRecord.from_dict(d, where=str(manifest)) for d in data["images"])}
+    return {r.id: r for r in read_manifest(manifest)}
 
 
 def hash_split(image_id: str) -> str:
