@@ -295,6 +295,8 @@ class BenchItem(Record):
     source: str = ""               # image source group (AesBench: NIs / AIs / AGIs)
     reference: str = ""            # reference critique for AesI
     image_id: str = ""
+    annotator_kind: str = ""       # kind of the critiques the answer / reference came from
+                                   # (simulated / human / imported / mixed); "" when not from critiques
 
     def validate(self, name: str | None = None) -> None:
         name = name or self.label()

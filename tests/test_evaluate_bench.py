@@ -63,6 +63,11 @@ def test_build_benchmark_answers_come_from_ground_truth_and_consensus():
     assert {it.qtype for it in items if it.dimension == "AesP"} == {"yes-no", "what", "how", "why"}
     # shuffled options: answers are not all 'A'
     assert len({it.answer for it in items if len(it.options) == 4}) > 1
+    # items answered from the critiques say which kind of annotator they came from;
+    # items answered from the recorded ground truth or traits say none
+    assert aesi.annotator_kind == "simulated" and by_id["im1:AesA:level:how"].annotator_kind == "simulated"
+    assert by_id["im0:AesP:composition:how"].annotator_kind == "simulated"
+    assert blur_yn.annotator_kind == "" and subj.annotator_kind == ""
 
 
 def test_scale_order_kept_on_request():

@@ -96,7 +96,7 @@ def _rating_band(mean: float, names: Sequence[str]) -> str | None:
 
 def _mcq(item_id: str, image: ImageRecord, dimension: str, attribute: str, qtype: str,
          question: str, correct: str, distractors: Sequence[str], source: str,
-         rng: random.Random, shuffle: bool = True) -> BenchItem:
+         rng: random.Random, shuffle: bool = True, annotator_kind: str = "") -> BenchItem:
     options = [correct] + [d for d in dict.fromkeys(distractors) if d != correct]
     if shuffle:
         rng.shuffle(options)
@@ -104,7 +104,8 @@ def _mcq(item_id: str, image: ImageRecord, dimension: str, attribute: str, qtype
         options = list(scale_order(options))
     return BenchItem(id=item_id, image=image.file, dimension=dimension, question=question,
                      options=options, answer=option_letters(len(options))[options.index(correct)],
-                     attribute=attribute, qtype=qtype, source=source, image_id=image.id)
+                     attribute=attribute, qtype=qtype, source=source, image_id=image.id,
+                     annotator_kind=annotator_kind)
 
 
 _SCALES = (("Yes", "No"), ("good", "fair", "poor"), ("high", "medium", "low"))
@@ -154,6 +155,8 @@ def build_benchmark(images: Sequence[ImageRecord], critiques: Iterable[Critique]
     for rec in sorted(chosen, key=lambda r: r.id):
         rng = random.Random(f"{seed}:{rec.id}")
         c, src, deg = cons[rec.id], source(rec), rec.degradation
+        # answers from the critiques carry their annotators' kind (e.g. simulated)
+        kind = c.annotator_kinds[0] if len(c.annotator_kinds) == 1 else "mixed"
         add = lambda *a, **k: items.append(_mcq(*a, source=src, rng=rng, **k))  # noqa: E731
         pid = lambda attr, qt: f"{rec.id}:AesP:{attr}:{qt}"  # noqa: E731
         # perception from the recorded degradation ground truth
@@ -187,18 +190,20 @@ def build_benchmark(images: Sequence[ImageRecord], critiques: Iterable[Critique]
             if band:
                 add(f"{rec.id}:{dim}:{attr}:how", rec, dim, attr, "how",
                     q["how_attribute"].format(label=ATTRIBUTE_LABELS[attr].lower()), band,
-                    [o for o in q["how_options"] if o != band], shuffle=shuffle_scales)
+                    [o for o in q["how_options"] if o != band], shuffle=shuffle_scales,
+                    annotator_kind=kind)
         if "interest" in c.mean_ratings:
             band = _rating_band(c.mean_ratings["interest"], q["interest_options"])
             if band:
                 add(f"{rec.id}:AesE:interest:how", rec, "AesE", "interest", "how", q["interest_how"],
-                    band, [o for o in q["interest_options"] if o != band], shuffle=shuffle_scales)
+                    band, [o for o in q["interest_options"] if o != band], shuffle=shuffle_scales,
+                    annotator_kind=kind)
         if "uniqueness" in c.mean_ratings:
             u = c.mean_ratings["uniqueness"]
             if u >= 3.67 or u <= 2.33:
                 add(f"{rec.id}:AesE:uniqueness:yes-no", rec, "AesE", "uniqueness", "yes-no",
                     q["unique_yes_no"], "Yes" if u >= 3.67 else "No", ["No" if u >= 3.67 else "Yes"],
-                    shuffle=shuffle_scales)
+                    shuffle=shuffle_scales, annotator_kind=kind)
         # content / emotion "what" items from the photo's recorded traits
         for trait, dim, attr, key in (("subject", "AesP", "content", "content_what"),
                                       ("mood", "AesE", "emotion", "emotion_what"),
@@ -213,12 +218,13 @@ def build_benchmark(images: Sequence[ImageRecord], critiques: Iterable[Critique]
                 others[:n_distractors])
         # assessment: the consensus level
         add(f"{rec.id}:AesA:level:how", rec, "AesA", "", "how", q["level"], c.level,
-            [o for o in q["level_options"] if o != c.level], shuffle=shuffle_scales)
+            [o for o in q["level_options"] if o != c.level], shuffle=shuffle_scales,
+            annotator_kind=kind)
         # interpretation: the critiques' descriptions are the reference
         if c.descriptions:
             items.append(BenchItem(id=f"{rec.id}:AesI", image=rec.file, dimension="AesI",
                                    question=q["interpretation"], reference=" ".join(c.descriptions),
-                                   source=src, image_id=rec.id))
+                                   source=src, image_id=rec.id, annotator_kind=kind))
     for it in items:
         it.validate()
     log.info("benchmark: %d items from %d %s images (%s)", len(items), len(chosen), split,
