@@ -12,8 +12,10 @@ def _aes(*args, cwd=REPO):
 def test_help_lists_the_stages():
     proc = _aes("--help")
     assert proc.returncode == 0
-    for command in ("reproduce", "data"):
-        assert command in proc.stdout
+    from aes_lib.cli import STAGE_MODULES
+
+    for command in ("reproduce", "strip", *STAGE_MODULES[1:]):   # runner adds reproduce and strip
+        assert f"    {command} " in proc.stdout or f"    {command}\n" in proc.stdout, command
 
 
 def test_data_build_and_verify(tmp_path):
@@ -38,3 +40,17 @@ def test_import_is_fast_and_light():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     seconds, heavy = proc.stdout.split(" ", 1)
     assert heavy.strip() == "[]", f"heavy libraries imported at aes_lib import: {heavy}"
+
+
+def test_every_module_imports_without_heavy_libraries():
+    """``import aes_lib.<anything>`` must work with numpy/pyyaml/pillow only (GPU image, CLI)."""
+    code = ("import pkgutil, sys, importlib, aes_lib\n"
+            "names = [m.name for m in pkgutil.walk_packages(aes_lib.__path__, 'aes_lib.')]\n"
+            "for n in names: importlib.import_module(n)\n"
+            "heavy = ('torch', 'transformers', 'peft', 'accelerate', 'matplotlib', 'pandas', 'openai',"
+            " 'sklearn', 'scipy', 'ipywidgets')\n"
+            "print(len(names), sorted(m for m in heavy if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    n, heavy = proc.stdout.strip().split(" ", 1)
+    assert int(n) >= 30 and heavy == "[]", f"heavy libraries imported at module level: {heavy}"
