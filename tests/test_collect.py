@@ -347,6 +347,10 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys):
     assert "manifest.json: file not found" in capsys.readouterr().err
     assert aes_main(["collect", "stats", "--out", str(tmp_path / "empty")]) == 2
     assert "no critiques to aggregate" in capsys.readouterr().err
+    (tmp_path / "header_only.csv").write_text("image,grade,description\n")
+    assert aes_main(["collect", "import", str(tmp_path / "header_only.csv"), "--format", "csv",
+                     "--out", str(tmp_path)]) == 2
+    assert "header_only.csv: no rows to import" in capsys.readouterr().err
     assert aes_main(["collect", "export", "--out", str(tmp_path / "nothing")]) == 2
     assert "no critique store" in capsys.readouterr().err
     assert not (tmp_path / "nothing" / "critiques" / "critiques.jsonl").exists()

@@ -340,7 +340,10 @@ def import_file(path: str | Path, fmt: str, options: ImportOptions | None = None
         raise FileNotFoundError(f"{opt.images_dir}: image folder not found")
     result = ImportResult(source=opt.source)
     mapper = MAPPERS[fmt]
-    for i, row in enumerate(read_rows(path, fmt)):
+    rows = read_rows(path, fmt)
+    if not rows:
+        raise ValueError(f"{path}: no rows to import (an empty file, or a CSV with only a header line)")
+    for i, row in enumerate(rows):
         try:
             critique = mapper(row, i, opt)
             critique.validate()
