@@ -325,6 +325,9 @@ def test_cli_simulate_import_export_stats(tmp_path, capsys):
                      "--out", str(out)]) == 0
     rejects = [json.loads(line) for line in (crit / "rejects.jsonl").read_text().splitlines()]
     assert len(rejects) == 6 and all(r["reason"] and "record" in r for r in rejects)
+    summary = json.loads((crit / "import_summary.json").read_text())
+    assert summary["skipped"] == 6 and summary["format"] == "pccd"
+    assert summary["options"]["score_max"] == 10.0 and summary["options"]["source"] == "pccd:pccd_messy"
     critiques = read_jsonl(crit / "critiques.jsonl", Critique)
     assert len(critiques) == 24
     assert {c.annotator_kind for c in critiques} == {"simulated", "imported"}

@@ -7,6 +7,7 @@ Files (under ``<out_dir>/critiques/``): ``critiques.db`` (SQLite, WAL), ``critiq
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -55,12 +56,14 @@ def simulate_into_store(out_dir: str | Path, images: list[ImageRecord], config: 
 def import_into_store(out_dir: str | Path, path: str | Path, fmt: str,
                       options: ImportOptions | None = None) -> ImportResult:
     """Import a file into the store; rejects go to ``rejects.jsonl`` with their reasons."""
-    result = import_file(path, fmt, options)
+    options = options or ImportOptions()
+    result = import_file(path, fmt, options)   # fills in the default source and protocol version
     cdir = critiques_dir(out_dir)
     with open_store(out_dir) as store:
         store.add_many(result.critiques)
     write_jsonl(cdir / "rejects.jsonl", result.rejects)
-    write_json(cdir / "import_summary.json", {**result.summary(), "file": str(path), "format": fmt})
+    write_json(cdir / "import_summary.json", {**result.summary(), "file": str(path), "format": fmt,
+                                              "options": dataclasses.asdict(options)})
     return result
 
 
