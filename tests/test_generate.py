@@ -77,6 +77,16 @@ def test_offline_outputs_follow_the_contract(inputs):
                      "suggestion", "conversation"}
     assert {i.qtype for i in ins if i.type.endswith("_mcq") and i.type != "level_mcq"} == \
         {"yes-no", "what", "how", "why"}
+    # what notebook 02 shows: one example per type, all instructions, the rejects
+    from aes_lib.generate import examples, read_instructions, read_rejects
+
+    shown = examples(inputs, n=3)
+    assert len(shown) == 3 and len({r["type"] for r in shown}) == 3
+    llava = json.loads((out / "llava_train.json").read_text())
+    assert shown[0]["human"] == llava[0]["conversations"][0]["value"]
+    assert shown[0]["gpt"] == llava[0]["conversations"][1]["value"] and "<image>" in shown[0]["human"]
+    assert [i.id for i in read_instructions(inputs)] == [i.id for i in ins]
+    assert len(read_rejects(inputs)) == result["stats"]["n_rejected"]
     for i in ins:
         c = crit[i.critique_ids[0]]
         assert i.split == images[i.image_id]["split"] and i.image == images[i.image_id]["file"]

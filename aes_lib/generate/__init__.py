@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from aes_lib.generate.core import (BACKENDS, OPEN_TYPES, GenerateConfig, batch_export, batch_import,
-                                   check_draft, estimate, generate, to_llava, to_messages)
+                                   check_draft, estimate, examples, generate, read_instructions,
+                                   read_rejects, to_llava, to_messages)
 
 __all__ = ["GenerateConfig", "generate", "estimate", "batch_export", "batch_import", "check_draft",
-           "to_llava", "to_messages", "register_cli", "BACKENDS", "OPEN_TYPES"]
+           "examples", "read_instructions", "read_rejects", "to_llava", "to_messages", "register_cli",
+           "BACKENDS", "OPEN_TYPES"]
 
 log = logging.getLogger(__name__)
 

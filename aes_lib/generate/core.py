@@ -247,6 +247,34 @@ def default_paths(out_dir: str | Path) -> dict[str, Path]:
             "data_dir": out_dir / "data", "out": out_dir / "instructions"}
 
 
+def examples(out_dir: str | Path = "outputs", n: int = 8, split: str = "train") -> list[dict[str, str]]:
+    """The first instruction of each type in ``instructions/llava_<split>.json`` (at most ``n``),
+    as the training stage reads it: ``type``, ``qtype``, the first ``human`` and ``gpt`` turns."""
+    from aes_lib.io import read_json
+
+    rows, seen = [], set()
+    for rec in read_json(default_paths(out_dir)["out"] / f"llava_{split}.json"):
+        if rec["type"] not in seen and len(rows) < n:
+            seen.add(rec["type"])
+            turns = rec["conversations"]
+            rows.append({"type": rec["type"], "qtype": rec.get("qtype", ""),
+                         "human": turns[0]["value"], "gpt": turns[1]["value"]})
+    return rows
+
+
+def read_instructions(out_dir: str | Path = "outputs") -> list[Instruction]:
+    """Every instruction of ``instructions/instructions.jsonl`` (all splits), validated."""
+    return read_jsonl(default_paths(out_dir)["out"] / "instructions.jsonl", Instruction)
+
+
+def read_rejects(out_dir: str | Path = "outputs") -> list[dict[str, Any]]:
+    """The rejected items of ``instructions/rejects.jsonl``, each with its stage and reason."""
+    path = default_paths(out_dir)["out"] / "rejects.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: file not found (run generate first)")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def load_critiques(path: str | Path, cfg: GenerateConfig) -> list[Critique]:
     critiques = read_jsonl(path, Critique)
     if not critiques:
