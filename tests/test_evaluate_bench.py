@@ -242,3 +242,12 @@ def test_parse_judgement():
             parse_judgement(bad)
     with pytest.raises(ValueError, match="judge_model"):
         make_judge("api", {})
+
+
+def test_evaluate_model_validates_a_directly_built_config(tmp_path):
+    from aes_lib.evaluate import EvalConfig, evaluate_model
+
+    cfg = EvalConfig(out_dir=str(tmp_path), method="bogus")   # the constructor does not check
+    with pytest.raises(ValueError, match="'method'"):
+        evaluate_model(cfg, "m", model_path="tiny")
+    assert not (tmp_path / "eval").exists()   # stopped before writing anything

@@ -189,6 +189,7 @@ def evaluate_model(cfg: EvalConfig, name: str, model_path: str | Path | None = N
     from aes_lib.io import write_json
     from aes_lib.schema import write_jsonl
 
+    cfg.check()   # a config built directly (not through from_dict) is validated too
     if sum(x is not None for x in (model_path, api_model, loaded)) != 1:
         raise ValueError("evaluate_model: give exactly one of model_path, api_model, loaded")
     fname = safe_name(name)
