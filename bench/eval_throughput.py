@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--text-layers", type=int, default=0, help="override the shape's LM layers (checks)")
     ap.add_argument("--vision-layers", type=int, default=0, help="override the vision layers (checks)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default="", help="also write the summary here")
+    ap.add_argument("--json-out", "--json", dest="json", default="",
+                    help="also write the summary here (as the other benches; --json is an alias)")
     args = ap.parse_args(argv)
 
     import torch

@@ -15,4 +15,4 @@ timeout 330 python bench/train_throughput.py --shape llava-7b --steps 5 --warmup
     --variant micro_batch=8,checkpointing=off --variant micro_batch=16,checkpoint_fraction=0.5,compile=true \
     --json-out "$OUT/train_throughput.json" 2>&1 | tee "$OUT/train_throughput.log"
 timeout 200 python bench/eval_throughput.py --shape llava-7b --images 128 --batch-images 16 \
-    --generate-questions 24 --max-new-tokens 8 --json "$OUT/eval_throughput_7b.json" 2>&1 | tee "$OUT/eval_throughput.log"
+    --generate-questions 24 --max-new-tokens 8 --json-out "$OUT/eval_throughput_7b.json" 2>&1 | tee "$OUT/eval_throughput.log"

@@ -19,7 +19,7 @@ def test_tiny_bench_prints_questions_per_second_for_both_methods(tmp_path):
     env = {**os.environ, "PYTHONPATH": "."}
     res = subprocess.run([sys.executable, "bench/eval_throughput.py", "--shape", "tiny", "--images", "6",
                           "--batch-images", "4", "--generate-questions", "3", "--max-new-tokens", "3",
-                          "--json", str(tmp_path / "s.json")],
+                          "--json-out", str(tmp_path / "s.json")],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     out = res.stdout
