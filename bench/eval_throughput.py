@@ -19,7 +19,7 @@ Methods, all timed in this one run (questions per second, higher is better):
   cache is copied to that image's questions, only the question suffixes run again.
 
 Needs only torch + transformers and ``PYTHONPATH=.``; prints one line per method and a JSON
-summary (``--json FILE`` writes it too). Exact GPU command: see docs/evaluate.md.
+summary (``--json-out FILE`` writes it too). Exact GPU command: see docs/evaluate.md.
 """
 
 from __future__ import annotations
