@@ -247,3 +247,17 @@ def test_notebook_shows_the_tool_only_when_interactive(mini_dataset, tmp_path, i
     stats = json.loads((tmp_path / "critiques" / "stats.json").read_text())
     assert stats["annotator_kind"] == "simulated" and stats["n_critiques"] == 2 * stats["n_images"]
     assert (tmp_path / "figures" / "fig_collect_stats.png").stat().st_size > 0
+
+
+def test_no_annotator_name_is_a_message_not_an_anonymous_row(setup):
+    tool, store, images, clock, root = setup
+    first = tool.current
+    tool.annotator_box.value = "  "
+    answer_all(tool)
+    assert tool.submit() is None and "type your name" in tool.message.value
+    tool.skip()
+    tool.flag()
+    assert store.critiques() == [] and store.events() == [] and tool.current == first
+    tool.annotator_box.value = "alice"
+    answer_all(tool)
+    assert tool.submit() is not None and [c.annotator for c in store.critiques()] == ["alice"]

@@ -164,9 +164,15 @@ class AnnotationTool:
         elif self.history:
             self._show(self.history.pop(), prefill=True, remember=False)
 
+    def _named(self) -> bool:
+        """True when an annotator name is set; otherwise say so (nothing is recorded anonymously)."""
+        if not self.annotator:
+            self._say(["type your name in the annotator box first"], error=True)
+        return bool(self.annotator)
+
     def submit(self) -> Critique | None:
         """Validate every level and commit the critique; returns it (``None`` when invalid)."""
-        if self.current is None:
+        if self.current is None or not self._named():
             return None
         answers = self.answers()
         for i, step in enumerate(STEPS):
@@ -192,12 +198,12 @@ class AnnotationTool:
         return critique
 
     def skip(self) -> None:
-        if self.current is not None:
+        if self.current is not None and self._named():
             self.store.record_event("skip", self.current, self.annotator, "", self.protocol.id)
             self._advance()
 
     def flag(self) -> None:
-        if self.current is not None:
+        if self.current is not None and self._named():
             self.store.record_event("flag", self.current, self.annotator, self.flag_reason.value,
                                     self.protocol.id)
             self._advance()
