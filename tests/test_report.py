@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import random
@@ -423,12 +424,19 @@ def test_cli_builds_report(tmp_path):
 
 def test_random_inputs_never_crash(tmp_path):
     """Odd but valid inputs: empty lists, a single step, unknown extra categories."""
+    from matplotlib.figure import Figure
+
     rng = random.Random(0)
-    F.fig_description_lengths([], "human")
-    F.fig_loss_curve(LOSS.iloc[:1][["step", "loss"]])
-    F.fig_instruction_types({"custom_type": rng.randint(1, 9)}, {"open": 3})
-    F.fig_characteristic_words({"technical_quality": []}, "simulated")
-    F.fig_bars(_results().iloc[0:0], "qtype")
+    figs = [F.fig_description_lengths([], "human"),
+            F.fig_loss_curve(LOSS.iloc[:1][["step", "loss"]]),
+            F.fig_instruction_types({"custom_type": rng.randint(1, 9)}, {"open": 3}),
+            F.fig_characteristic_words({"technical_quality": []}, "simulated"),
+            F.fig_bars(_results().iloc[0:0], "qtype")]
+    for fig in figs:   # each still a drawable figure that says where its numbers come from
+        assert isinstance(fig, Figure) and fig.axes
+        fig.savefig(io.BytesIO(), format="png")
+    assert "human annotators" in figs[0].get_supxlabel()
+    assert "simulated annotators" in figs[3].get_supxlabel()
 
 
 @pytest.mark.slow
