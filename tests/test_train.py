@@ -380,3 +380,26 @@ def test_shipped_train_configs_load():
         cfg = TrainConfig.from_yaml(path)
         assert (cfg.method, cfg.lora_r) == (method, r)
     assert TrainConfig.from_yaml(path).model == "llava-hf/llava-1.5-7b-hf"
+
+
+def test_select_types_keeps_only_the_listed_types():
+    from aes_lib.train.data import select_types
+
+    recs = [{"id": str(i), "type": t} for i, t in enumerate(["a", "b", "a", "c"])]
+    assert [r["id"] for r in select_types(recs, ["a", "c"])] == ["0", "2", "3"]
+    assert select_types(recs, []) == recs
+    with pytest.raises(ValueError, match=r"f.json.*no record of type \['z'\]"):
+        select_types(recs, ["a", "z"], "f.json")
+    with pytest.raises(ConfigError, match="types"):
+        TrainConfig.from_dict({"types": [""]})
+
+
+def test_types_filter_the_training_records(workspace, tmp_path):
+    records = json.loads((workspace / "instructions/llava_train.json").read_text())
+    for rec in records[1::2]:
+        rec["type"] = "description"
+    (tmp_path / "mixed.json").write_text(json.dumps(records))
+    train(make_cfg(workspace, str(tmp_path / "typed"), train_file=str(tmp_path / "mixed.json"),
+                   types=["perception_mcq"], max_steps=1))
+    stats = json.loads((tmp_path / "typed/data_stats.json").read_text())
+    assert stats["n_records"] == 8 and stats["counts_by_type"] == {"perception_mcq": 8}

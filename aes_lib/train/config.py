@@ -63,6 +63,9 @@ class TrainConfig(Config):
     max_dropped_fraction: float = field(default=0.5, metadata={
         "help": "error when more than this share of the samples has no supervised token left"})
     max_train_samples: int = field(default=0, metadata={"help": "use only the first N records (0 = all)"})
+    types: list = field(default_factory=list, metadata={
+        "help": "train only on records whose 'type' is listed, e.g. ['perception_mcq', "
+                "'empathy_mcq', 'level_mcq'] ([] = every type); applied before max_train_samples"})
     seed: int = field(default=0, metadata={"help": "seeds model build, LoRA init, shuffling, dropout"})
     # --- precision and speed levers (CPU path: all off)
     precision: str = field(default="auto", metadata={
@@ -119,6 +122,8 @@ class TrainConfig(Config):
                 "must not be the test split (never tune on the test split)")
         require(self.save_every >= 0 and self.keep_checkpoints >= 0 and self.val_every >= 0,
                 "save_every", "step counts must be >= 0")
+        require(all(isinstance(t, str) and t for t in self.types), "types",
+                f"must be a list of instruction type names, got {self.types!r}")
         require(self.n_samples >= 0 and self.max_train_samples >= 0 and self.max_val_samples >= 0,
                 "n_samples", "sample counts must be >= 0")
 

@@ -49,6 +49,24 @@ def read_llava_json(path: str | Path, limit: int = 0) -> list[dict[str, Any]]:
     return records[:limit] if limit else records
 
 
+def select_types(records: list[dict[str, Any]], types: Sequence[str], file: str = "") -> list[dict[str, Any]]:
+    """The records whose ``type`` is in ``types`` (all of them when ``types`` is empty).
+
+    A listed type that no record has is an error naming it and the types present.
+    """
+    if not types:
+        return list(records)
+    present = Counter(str(r.get("type", "")) for r in records)
+    missing = [t for t in types if t not in present]
+    if missing:
+        raise ValueError(f"{file or 'training data'}: field 'type': no record of type {missing} "
+                         f"(types present: {sorted(present)})")
+    kept = [r for r in records if r.get("type") in set(types)]
+    log.info("%s: training on %d of %d records (types %s)", file or "training data", len(kept),
+             len(records), ", ".join(types))
+    return kept
+
+
 def conversation_segments(processor, conversations: Sequence[dict[str, str]]) -> list[tuple[str, bool]]:
     """Split the rendered conversation into ``(text, supervised)`` pieces, in order.
 

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 from aes_lib.io import atomic_write_text, read_json, write_json
 from aes_lib.train.config import TrainConfig
-from aes_lib.train.data import Collator, LlavaDataset, read_llava_json, step_indices
+from aes_lib.train.data import Collator, LlavaDataset, read_llava_json, select_types, step_indices
 
 log = logging.getLogger(__name__)
 LOSS_COLUMNS = ("step", "loss", "lr", "tokens", "seconds")
@@ -312,7 +312,8 @@ def write_run_files(folder: Path, cfg: TrainConfig, rows, stats: dict[str, Any])
 #: keys that fix the data order, the schedule or the parameter layout: a resume must keep them
 RESUME_KEYS = ("method", "seed", "global_batch_size", "max_steps", "num_epochs", "lr", "projector_lr",
                "lr_scheduler", "warmup_ratio", "lora_r", "lora_alpha", "lora_targets", "modules_to_save",
-               "train_projector", "freeze_vision_tower", "max_length", "max_train_samples", "group_by_length")
+               "train_projector", "freeze_vision_tower", "max_length", "max_train_samples", "group_by_length",
+               "types")
 
 
 def check_resumable(ckpt: Path, cfg: TrainConfig, n_samples: int) -> None:
@@ -367,9 +368,12 @@ def train(cfg: TrainConfig, stop_after: int = 0) -> dict[str, Any]:
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
     accum = cfg.grad_accum(world)
     out = Path(cfg.output_dir)
-    records = read_llava_json(cfg.train_file, cfg.max_train_samples)
-    with accelerator.main_process_first():
-        base = prepare_base_model(cfg, records)
+    all_records = read_llava_json(cfg.train_file)
+    records = select_types(all_records, cfg.types, cfg.train_file)
+    if cfg.max_train_samples:
+        records = records[:cfg.max_train_samples]
+    with accelerator.main_process_first():  # the tiny tokenizer learns every record's words
+        base = prepare_base_model(cfg, all_records)
     set_seed(cfg.seed)
     dtype = "bf16" if precision == "bf16" and cfg.method == "lora" else "fp32"
     model, processor = load_model_and_processor(base, dtype=dtype,
