@@ -237,6 +237,8 @@ def test_main_results_table_rows_and_formats(tmp_path):
     assert ft[1] == "finetuned" and ft[3] == "70.00"
     assert ft[2] == "measured by this run (run-a; AesI judge: proxy-overlap)"
     assert any("not a GPT judge" in n for n in table.notes)
+    mcq_only = T.table_main_results(ref, {"gen": {"AesP": 50.0}}, "run-a", "proxy-overlap")
+    assert mcq_only.rows[-1][2] == "measured by this run (run-a)"   # no AesI, so no judge named
     assert ft[-1] == "1.000"
     paths = T.write_table(table, tmp_path, "table_main_results")
     csv_text, md, tex = (p.read_text() for p in paths)

@@ -139,10 +139,11 @@ def table_main_results(ref: Mapping[str, Any], measured: Mapping[str, Mapping[st
     rows = [["reported", model, f"{source_label(ref, src)} ({citation})"]
             + [_fmt(scores.get(k), _digits(k)) for k in BENCH_COLUMNS]
             for model, scores in reported_scores(ref).items()]
-    detail = "; ".join(d for d in (run_label, f"AesI judge: {judge}" if judge else "") if d)
-    where = MEASURED + (f" ({detail})" if detail else "")
     for model, scores in (measured or {}).items():
-        rows.append(["measured", model, where] + [_fmt(scores.get(k), _digits(k)) for k in BENCH_COLUMNS])
+        has_aesi = judge and any(k.startswith("AesI") for k in scores)
+        detail = "; ".join(d for d in (run_label, f"AesI judge: {judge}" if has_aesi else "") if d)
+        rows.append(["measured", model, MEASURED + (f" ({detail})" if detail else "")]
+                    + [_fmt(scores.get(k), _digits(k)) for k in BENCH_COLUMNS])
     notes = ["AesP, AesE, AesA: accuracy (%); AesI: 0-2 scores."]
     if measured:
         notes.append("Measured rows come from this project's benchmark, not AesBench; the two are "
