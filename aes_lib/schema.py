@@ -178,13 +178,6 @@ class ImageRecord(Record):
 
 
 @dataclass
-class AttributeJudgment(Record):
-    KIND: ClassVar[str] = "attribute judgment"
-    rating: int
-    word: str | None = None
-
-
-@dataclass
 class Critique(Record):
     """One annotator's answers to the progressive questions for one image."""
 
