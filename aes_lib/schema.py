@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator, TypeVar
@@ -25,6 +26,16 @@ GRADE_TO_LEVEL: dict[str, str] = {
 }
 #: Numeric value of each grade (5 = excellent ... 1 = bad), used for scores and agreement.
 GRADE_SCORE: dict[str, int] = {g: 5 - i for i, g in enumerate(GRADES)}
+SCORE_GRADE: dict[int, str] = {s: g for g, s in GRADE_SCORE.items()}
+
+
+def consensus_grade(grades: Iterable[str]) -> str:
+    """The one definition of an image's consensus grade, used by every stage: the grade of the
+    mean grade score, rounded half up (good, poor, poor -> 2.67 -> fair)."""
+    scores = [GRADE_SCORE[g] for g in grades]
+    if not scores:
+        raise ValueError("consensus_grade: no grades given")
+    return SCORE_GRADE[min(5, max(1, math.floor(sum(scores) / len(scores) + 0.5)))]
 
 #: AesBench perception (AesP) attributes.
 PERCEPTION_ATTRIBUTES: tuple[str, ...] = ("technical_quality", "color_light", "composition", "content")

@@ -48,9 +48,10 @@ def test_build_benchmark_answers_come_from_ground_truth_and_consensus():
     assert what.options[ord(what.answer) - 65] == "noisy"
     why = by_id["im2:AesP:color_light:why"]
     assert why.options[ord(why.answer) - 65] == "because it is overexposed"
-    # consensus: median of (good, fair, fair) = fair -> medium; (good, poor, poor) -> low
+    # consensus (schema.consensus_grade, rounded mean): (good, fair, fair) -> fair -> medium;
+    # (good, poor, poor) -> 2.67 -> fair -> medium
     assert by_id["im1:AesA:level:how"].options[ord(by_id["im1:AesA:level:how"].answer) - 65] == "medium"
-    assert by_id["im2:AesA:level:how"].options[ord(by_id["im2:AesA:level:how"].answer) - 65] == "low"
+    assert by_id["im2:AesA:level:how"].options[ord(by_id["im2:AesA:level:how"].answer) - 65] == "medium"
     # mean rating 5 -> good; 1 -> poor
     text = lambda item_id: by_id[item_id].options[ord(by_id[item_id].answer) - 65]  # noqa: E731
     assert text("im0:AesP:composition:how") == "good" and text("im1:AesP:composition:how") == "poor"

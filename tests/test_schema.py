@@ -107,3 +107,14 @@ def test_read_manifest_names_record_and_field(tmp_path):
         read_manifest(path)
     with pytest.raises(FileNotFoundError, match="missing.json"):
         read_manifest(tmp_path / "missing.json")
+
+
+def test_consensus_grade_is_the_rounded_mean():
+    from aes_lib.schema import consensus_grade
+
+    assert consensus_grade(["good", "poor", "poor"]) == "fair"      # 2.67 -> 3
+    assert consensus_grade(["good", "fair"]) == "good"              # 3.5 rounds half up
+    assert consensus_grade(["bad", "bad", "excellent"]) == "poor"   # 2.33 -> 2
+    assert consensus_grade(["excellent"]) == "excellent"
+    with pytest.raises(ValueError):
+        consensus_grade([])

@@ -16,9 +16,9 @@ from importlib import resources
 from typing import Any, Iterable
 
 from aes_lib.config import Config, require
-from aes_lib.schema import ATTRIBUTES, GRADE_SCORE, GRADES, RATING_MAX, RATING_MIN, Critique, ImageRecord
+from aes_lib.schema import (ATTRIBUTES, GRADE_SCORE, GRADES, RATING_MAX, RATING_MIN, SCORE_GRADE, Critique,
+                            ImageRecord)
 
-SCORE_GRADE = {v: k for k, v in GRADE_SCORE.items()}
 
 
 @dataclass

@@ -8,19 +8,15 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
-from aes_lib.schema import ATTRIBUTES, GRADE_SCORE, GRADE_TO_LEVEL, GRADES, RATING_MAX, RATING_MIN, Critique
+from aes_lib.schema import (ATTRIBUTES, GRADE_SCORE, GRADE_TO_LEVEL, GRADES, RATING_MAX, RATING_MIN, Critique,
+                            consensus_grade)
 
-SCORE_GRADE = {v: k for k, v in GRADE_SCORE.items()}
 CONSENSUS_COLUMNS = ("image_id", "n_critiques", "consensus_grade", "consensus_level",
                      "mean_grade_score") + tuple(f"mean_{a}" for a in ATTRIBUTES)
 _STOP = set("""a an the and or but of to in on at for with by from as is are was were be been it its
 this that these those there their they them we you your i me my our he she his her not no so very
 too than then just more most less can could would should will what which who while into over under
 about also only out up down if all any some one two much such""".split())
-
-
-def _round_half_up(x: float) -> int:
-    return int(math.floor(x + 0.5))
 
 
 def consensus_rows(critiques: Iterable[Critique]) -> list[dict[str, Any]]:
@@ -32,7 +28,7 @@ def consensus_rows(critiques: Iterable[Critique]) -> list[dict[str, Any]]:
     for image_id in sorted(by_image):
         cs = by_image[image_id]
         mean = sum(GRADE_SCORE[c.grade] for c in cs) / len(cs)
-        grade = SCORE_GRADE[min(5, max(1, _round_half_up(mean)))]
+        grade = consensus_grade(c.grade for c in cs)
         row: dict[str, Any] = {"image_id": image_id, "n_critiques": len(cs), "consensus_grade": grade,
                                "consensus_level": GRADE_TO_LEVEL[grade], "mean_grade_score": round(mean, 4)}
         for attr in ATTRIBUTES:

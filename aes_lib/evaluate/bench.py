@@ -16,13 +16,12 @@ from __future__ import annotations
 import logging
 import random
 import re
-import statistics
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from aes_lib.schema import (ATTRIBUTE_LABELS, GRADE_SCORE, GRADE_TO_LEVEL, BenchItem, Critique,
+from aes_lib.schema import (ATTRIBUTE_LABELS, GRADE_TO_LEVEL, BenchItem, Critique, consensus_grade,
                             ImageRecord, option_letters)
 
 log = logging.getLogger(__name__)
@@ -63,14 +62,13 @@ class Consensus:
 
 
 def consensus(critiques: Iterable[Critique]) -> dict[str, Consensus]:
-    """Per image: the median grade (ties to the lower grade), mean attribute ratings, descriptions."""
+    """Per image: the consensus grade (``schema.consensus_grade``), mean ratings, descriptions."""
     by_image: dict[str, list[Critique]] = {}
     for c in critiques:
         by_image.setdefault(c.image_id, []).append(c)
     out = {}
     for image_id, cs in by_image.items():
-        score = statistics.median_low(sorted(GRADE_SCORE[c.grade] for c in cs))
-        grade = next(g for g, s in GRADE_SCORE.items() if s == score)
+        grade = consensus_grade(c.grade for c in cs)
         ratings: dict[str, list[int]] = {}
         for c in cs:
             for attr, j in c.attributes.items():
