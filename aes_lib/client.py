@@ -223,6 +223,13 @@ class ResponseCache:
 
 
 _RETRYABLE_STATUS = {408, 409, 429}
+#: Answers that every further request would get too: the run stops at the first one.
+_FATAL_STATUS = {401: "the API key was refused", 403: "access was denied",
+                 404: "the model or endpoint does not exist"}
+
+
+class FatalAPIError(ValueError):
+    """The server refused in a way every request would be refused (bad key, unknown model)."""
 #: workers sharing one HTTP connection pool (see LLMClient._run_all)
 SHARD_SIZE = 8
 
@@ -410,6 +417,12 @@ class LLMClient:
             try:
                 text, u, n = await self._send(client, messages, rpm, tpm)
             except Exception as e:  # gave up after retries, or a non-retryable error
+                status = getattr(e, "status_code", None)
+                if status in _FATAL_STATUS:  # no point sending the other N requests one by one
+                    raise FatalAPIError(
+                        f"{self.cfg.base_url or 'api.openai.com'} answered HTTP {status} for model "
+                        f"{self.cfg.model!r}: {_FATAL_STATUS[status]}; stopped, nothing more sent "
+                        f"(replies already received are cached)") from None
                 attempts += getattr(e, "_aes_attempts", 1)
                 self._add(failed=1)
                 log.warning("request %s failed: %s", req.key, _describe(e))

@@ -14,6 +14,7 @@ Behaviour switches (``mode``), set at start or later through ``POST /_control``:
 - ``non_json``: HTTP 200, a valid completion whose content is not JSON.
 - ``bad_body``: HTTP 200 with a body that is not JSON at all.
 - ``missing_fields``: HTTP 200, content is a JSON object without the fields a caller expects.
+- ``401`` / ``404``: every request is refused (a wrong key / an unknown model), as OpenAI does.
 
 ``latency_ms`` delays every answer. ``responder`` (``"module:function"``, importable in the
 server process, e.g. a file next to this one) maps the request body (a dict) to the reply
@@ -45,7 +46,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 MODES = ("ok", "429_then_ok", "500", "500_then_ok", "timeout", "timeout_then_ok", "non_json",
-         "bad_body", "missing_fields")
+         "bad_body", "missing_fields", "401", "404")
 
 
 def messages_hash(messages: Any) -> str:
@@ -138,6 +139,12 @@ async def _answer(state: State, method: str, path: str, raw: bytes) -> tuple[int
     failing = n <= state.fail_count
     if mode == "429_then_ok" and failing:
         return 429, b'{"error": {"message": "rate limited (fake)", "type": "rate_limit"}}', \
+            "application/json"
+    if mode == "401":
+        return 401, b'{"error": {"message": "Incorrect API key provided (fake)", "code": "invalid_api_key"}}', \
+            "application/json"
+    if mode == "404":
+        return 404, b'{"error": {"message": "The model does not exist (fake)", "code": "model_not_found"}}', \
             "application/json"
     if mode == "500" or (mode == "500_then_ok" and failing):
         return 500, b'{"error": {"message": "internal error (fake)"}}', "application/json"

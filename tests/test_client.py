@@ -232,3 +232,16 @@ def test_image_data_url(tmp_path):
     assert base64.b64decode(url.split(",", 1)[1]) == p.read_bytes()
     with pytest.raises(FileNotFoundError, match="missing.png"):
         image_data_url(tmp_path / "missing.png")
+
+
+@pytest.mark.parametrize("mode, words", [("401", "API key was refused"), ("404", "does not exist")])
+def test_refused_key_or_model_stops_the_run_at_once(fake, mode, words):
+    from aes_lib.client import FatalAPIError
+
+    fake.control(mode=mode)
+    client = make_client(fake, concurrency=1, max_retries=3)
+    requests = [ChatRequest(f"k{i}", [{"role": "user", "content": f"question {i}"}]) for i in range(20)]
+    with pytest.raises(FatalAPIError, match=words) as e:
+        client.run(requests, progress=False)
+    assert "HTTP " + mode in str(e.value) and SECRET not in str(e.value)
+    assert fake.requests() == 1   # not 20 requests, each refused in turn, and no retries
