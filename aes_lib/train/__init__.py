@@ -13,11 +13,12 @@ from typing import Any
 from aes_lib.train.config import TrainConfig
 from aes_lib.train.data import Collator, DataStats, LlavaDataset, encode_conversation, read_llava_json
 from aes_lib.train.loop import (apply_method, make_optimizer, make_scheduler, merge_adapter,
-                                read_loss_csv, train, training_step)
+                                prepare_base_model, read_loss_csv, train, training_step)
+from aes_lib.train.plots import plot_loss_curve
 
 __all__ = ["TrainConfig", "train", "merge_adapter", "read_loss_csv", "LlavaDataset", "Collator",
            "DataStats", "encode_conversation", "read_llava_json", "apply_method", "make_optimizer",
-           "make_scheduler", "training_step", "register_cli"]
+           "make_scheduler", "training_step", "prepare_base_model", "plot_loss_curve", "register_cli"]
 log = logging.getLogger(__name__)
 
 #: command-line flags that override a config key (flag -> key)
