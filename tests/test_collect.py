@@ -219,25 +219,38 @@ def test_stats_figure_is_written_with_the_same_bytes_twice(tmp_path):
 def test_pccd_import_handles_messy_rows():
     result = import_file(FIXTURES / "pccd_messy.json", "pccd", ImportOptions(source="pccd-test"))
     got = {c.image_id: c for c in result.critiques}
-    assert sorted(got) == ["1_clean-row", "2_empty-attribute-texts", "3_numeric-scores", "8_no-general-impression"]
+    # image ids come from the image URLs (titles can repeat)
+    assert sorted(got) == ["full_size_1", "full_size_2", "full_size_8", "img_3"]
     reasons = {r["row"]: r["reason"] for r in result.rejects}
     assert reasons == {3: "missing grade", 4: "unparsable score", 5: "empty text", 6: "unparsable score",
                        8: "score out of range", 9: "not a record"}
     assert result.summary()["skipped_by_reason"] == {"empty text": 1, "missing grade": 1, "not a record": 1,
                                                      "score out of range": 1, "unparsable score": 2}
-    clean = got["1_clean-row"]
+    clean = got["full_size_1"]
     assert clean.grade == "excellent" and clean.annotator == "Rev One" and clean.annotator_kind == "imported"
     # technical quality = mean of use_of_camera (10), depth_of_field (9), focus (8) = 9 on 1-10
     assert {a: j["rating"] for a, j in clean.attributes.items()} == {
         "technical_quality": 5, "color_light": 3, "composition": 4, "content": 4}
     assert clean.extra["image"] == "http://example.org/upload/full_size_1.jpg"
-    messy = got["2_empty-attribute-texts"]
+    messy = got["full_size_2"]
     assert messy.grade == "fair" and "technical_quality" not in messy.attributes
     assert set(messy.extra["attribute_texts"]) == {"general_impression"}
-    assert got["3_numeric-scores"].grade == "good"
-    assert got["8_no-general-impression"].description == (
+    assert got["img_3"].grade == "good"
+    assert got["full_size_8"].description == (
         "Subject: A harbour. Composition: Horizon is tilted. Colour and lighting: Colours are flat.")
-    assert got["8_no-general-impression"].grade == "poor"
+    assert got["full_size_8"].grade == "poor"
+
+    assert clean.extra["title"] == "1_clean-row"
+
+
+def test_pccd_photos_with_the_same_title_stay_apart(tmp_path):
+    row = {"title": "Untitled", "overall": "7", "general_impression": "Nice light.",
+           "score": ["7"] * 7}
+    path = tmp_path / "same_title.json"
+    path.write_text(json.dumps([{**row, "image_url": "http://example.org/a.jpg"},
+                                {**row, "image_url": "http://example.org/b.jpg"}]))
+    result = import_file(path, "pccd", ImportOptions(source="pccd-test"))
+    assert sorted(c.image_id for c in result.critiques) == ["a", "b"]
 
 
 def test_image_paths_outside_the_folder_are_refused(tmp_path):
@@ -378,5 +391,5 @@ def test_pccd_uses_downloaded_images_in_the_image_folder(tmp_path):
     (tmp_path / "full_size_1.jpg").write_bytes(b"jpeg")
     result = import_file(FIXTURES / "pccd_messy.json", "pccd", ImportOptions(images_dir=tmp_path))
     images = {c.image_id: c.extra["image"] for c in result.critiques}
-    assert images["1_clean-row"] == "full_size_1.jpg"
-    assert images["3_numeric-scores"] == "http://example.org/upload/img_3.jpg"
+    assert images["full_size_1"] == "full_size_1.jpg"
+    assert images["img_3"] == "http://example.org/upload/img_3.jpg"

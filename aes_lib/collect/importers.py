@@ -214,9 +214,8 @@ class ImportOptions:
 def map_pccd_row(row: Any, i: int, opt: ImportOptions) -> Critique:
     if not isinstance(row, dict):
         raise RowError("not a record", f"expected a JSON object, got {type(row).__name__}")
+    # the id comes from the image reference: titles repeat ("Untitled") and would merge photos
     image_id, image = resolve_image(row.get("image_url") or row.get("image"), opt.images_dir)
-    if row.get("title"):
-        image_id = _slug(_text(row["title"]))
     if is_url(image) and opt.images_dir is not None:   # images downloaded into the image folder
         local = Path(image.split("?")[0]).name
         if (Path(opt.images_dir) / local).is_file():
