@@ -261,3 +261,19 @@ def test_no_annotator_name_is_a_message_not_an_anonymous_row(setup):
     tool.annotator_box.value = "alice"
     answer_all(tool)
     assert tool.submit() is not None and [c.annotator for c in store.critiques()] == ["alice"]
+
+
+def test_key_presses_over_the_image_set_the_grade_and_move(setup):
+    """A keydown message as the browser sends it through ipyevents' comm."""
+    tool, store, images, clock, root = setup
+    assert tool.key_events is not None and tool.key_events.source is tool.image
+    assert tool.key_events.watched_events == ["keydown"]
+    first = tool.current
+    tool.key_events._handle_mouse_msg(None, {"event": "keydown", "key": "1"}, [])
+    assert tool.grade.value == "excellent"
+    tool.key_events._handle_mouse_msg(None, {"event": "keydown", "key": "N"}, [])
+    assert tool.step == 1
+    tool.key_events._handle_mouse_msg(None, {"event": "keydown", "key": "b"}, [])
+    assert tool.step == 0
+    tool.key_events._handle_mouse_msg(None, {"event": "keydown", "key": "s"}, [])
+    assert tool.current != first and first in store.skipped_image_ids("alice")

@@ -1,8 +1,9 @@
 """The annotation tool: an ipywidgets form that walks one annotator through the protocol.
 
 Levels in order (grade, attributes, free text), each validated before moving on; submit, skip,
-back and flag buttons; keyboard shortcuts for the grade (type the grade's key, e.g. ``1``..``5``,
-in the shortcut box; ``n`` = next, ``b`` = back, ``s`` = skip); progress for the annotator and
+back and flag buttons; keyboard shortcuts (with the pointer over the image press the grade's key,
+e.g. ``1``..``5``, or ``n`` = next, ``b`` = back, ``s`` = skip; the same keys typed in the *Keys*
+box work without ipyevents); progress for the annotator and
 overall. Every submit is committed to the SQLite store at once. Each annotator sees the images
 they have not done yet in a stable per-annotator order, so reopening the notebook resumes.
 
@@ -90,6 +91,7 @@ class AnnotationTool:
         self.skip_button.on_click(lambda _: self.skip())
         self.flag_button.on_click(lambda _: self.flag())
         self.shortcut.observe(self._on_key, names="value")
+        self.key_events = self._attach_key_events()
         self.annotator_box.observe(lambda ch: self.set_annotator(ch["new"]) if ch["new"].strip() else None,
                                    names="value")
         self.current: str | None = None
@@ -209,10 +211,24 @@ class AnnotationTool:
             self._advance()
 
     def _on_key(self, change) -> None:
-        key = (change["new"] or "")[-1:].lower()
-        if not key:
-            return
-        self.shortcut.value = ""
+        key = (change["new"] or "")[-1:]
+        if key:
+            self.shortcut.value = ""
+            self.press(key)
+
+    def _attach_key_events(self):
+        """Real key presses while the pointer is over the image (ipyevents), when installed."""
+        try:
+            from ipyevents import Event
+        except ImportError:  # the Keys box still works
+            return None
+        events = Event(source=self.image, watched_events=["keydown"], prevent_default_action=True)
+        events.on_dom_event(lambda event: self.press(event.get("key", "")))
+        return events
+
+    def press(self, key: str) -> None:
+        """One keyboard shortcut: a grade key on the first level, n = next, b = back, s = skip."""
+        key = key.lower()
         grade = self.protocol.grade_for_shortcut(key)
         if grade is not None and self.step == 0:
             self.grade.value = grade
