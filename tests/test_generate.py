@@ -16,14 +16,15 @@ import pytest
 from aes_lib.cli import main as aes_main
 from aes_lib.client import ClientConfig
 from aes_lib.generate import GenerateConfig, check_draft, generate
-from aes_lib.generate.offline import load_templates
+from aes_lib.generate.offline import critique_defects, defect_mcqs, load_templates, rng_for
 from aes_lib.schema import (GRADE_TO_LEVEL, Critique, Instruction, read_jsonl)
 from fake_openai_server import start_server
 from generate_fixtures import make_inputs
 
 TESTS = Path(__file__).resolve().parent
 SECRET = "sk-test-SECRET-generate-456"
-T = load_templates("offline_v1")
+T = load_templates("offline_v2")
+EVAL_MCQ = (Path(__file__).resolve().parent.parent / "aes_lib" / "prompts" / "eval_mcq_v1.txt").read_text()
 BAND = {1: "low", 2: "low", 3: "mid", 4: "high", 5: "high"}
 HOW = {"high": "Good", "mid": "Average", "low": "Poor"}
 
@@ -50,6 +51,8 @@ def agrees(ins: Instruction, c: Critique) -> bool:
     if ins.type == "level_mcq":
         return correct_text(ins).lower() == GRADE_TO_LEVEL[c.grade]
     j = c.attributes[ins.attribute]
+    if is_defect_item(ins):  # the fixtures' texts name no defect: only "no problem" items, rated high
+        return BAND[j["rating"]] == "high" and correct_text(ins) in ("No", T["none_option"][ins.attribute])
     b = BAND[j["rating"]]
     text = correct_text(ins)
     q = ins.conversations[0]["value"].split("\n")[1]
@@ -60,6 +63,10 @@ def agrees(ins: Instruction, c: Critique) -> bool:
         return (text == "Yes") == (claim == HOW[b].lower())
     word = text.removeprefix("Because its ").rstrip(".").split(" is ")[-1].lower()
     return word == (j["word"] or "").lower() or (not j["word"] and word in T["words"][ins.attribute][b])
+
+
+def is_defect_item(ins: Instruction) -> bool:
+    return ins.id.rsplit("-", 1)[-1][:1] == "d" and ins.id.rsplit("-", 1)[-1][1:].isdigit()
 
 
 def test_offline_outputs_follow_the_contract(inputs):
@@ -91,13 +98,17 @@ def test_offline_outputs_follow_the_contract(inputs):
         c = crit[i.critique_ids[0]]
         assert i.split == images[i.image_id]["split"] and i.image == images[i.image_id]["file"]
         assert (inputs / "data" / i.image).exists()
-        assert i.prompt_version == "offline_v1" and i.generator == "offline"
+        assert i.prompt_version == "offline_v2" and i.generator == "offline"
         assert i.annotator_kind == "simulated"
         if i.options:
             assert len(set(i.options)) == len(i.options) >= 2
             assert i.conversations[1]["value"] == f"{i.answer}. {correct_text(i)}"
             for k, o in enumerate(i.options):
                 assert f"\n{chr(65 + k)}. {o}\n" in i.conversations[0]["value"]
+            # the evaluation's layout: its prompt file, question and options filled in
+            lines = "\n".join(f"{chr(65 + k)}. {o}" for k, o in enumerate(i.options))
+            q = i.conversations[0]["value"].removeprefix("<image>\n").split("\n")[0]
+            assert i.conversations[0]["value"] == "<image>\n" + EVAL_MCQ.format(question=q, options=lines).strip()
             assert agrees(i, c), (i.id, i.conversations, c.attributes.get(i.attribute), c.grade)
     conv = [i for i in ins if i.type == "conversation"]
     assert all(len(i.conversations) >= 4 for i in conv)
@@ -121,7 +132,8 @@ def test_offline_outputs_follow_the_contract(inputs):
     assert sum(stats["counts_by_type"].values()) == len(ins)
     assert sorted(stats["answer_lengths"]) == sorted(types)
     run = json.loads((out / "run.json").read_text())
-    assert run["prompt_version"] == "offline_v1" and "offline_v1.yaml" in run["prompt_files"]
+    assert run["prompt_version"] == "offline_v2" and "offline_v2.yaml" in run["prompt_files"]
+    assert any(is_defect_item(i) for i in ins)  # "no obvious problem" items of high-rated attributes
     assert run["generate_config"]["backend"] == "offline"
 
 
@@ -180,6 +192,74 @@ def test_check_draft_rejects_bad_items():
     assert check_draft({**level, "correct": 2}, c, T) is None
 
 
+def crit(cid: str, description: str, **ratings) -> Critique:
+    attrs = {a: {"rating": r, "word": w} for a, (r, w) in ratings.items()}
+    return Critique(id=cid, image_id="photo0__blur", annotator="a", annotator_kind="human",
+                    protocol_version="p", grade="fair", attributes=attrs, description=description,
+                    extra={"degradation": "tilted"})  # a recorded label the generator must not read
+
+
+def test_critique_defects_come_from_the_text_only():
+    named = lambda d, **r: critique_defects(crit("x", d, **r), T)  # noqa: E731
+    assert named("Nice light. However, it suffers from blown highlights in the sky.") == (["overexposed"], False)
+    assert named("The horizon is crooked and the shadows are murky.")[0] == ["tilted", "underexposed"]
+    assert named("It is not blurry at all, and free of noise.") == ([], False)       # negated
+    assert named("Exposure, colour and sharpness are all well handled.") == ([], True)
+    assert named("A documentary record of artefacts.") == ([], False)                 # no defect cue
+    # no defect in the text: a low-rated attribute's word may name one; a high one never does
+    low = {"technical_quality": (2, "blurry")}
+    assert named("A quiet street.", **low) == (["blur"], False)
+    assert named("A quiet street.", technical_quality=(5, "noisy")) == ([], False)
+    assert named("It suffers from heavy grainy noise.", **low) == (["noise"], False)  # the text wins
+    assert critique_defects(crit("x", "Blown highlights."), load_templates("offline_v1")) == ([], False)
+
+
+def test_defect_items_take_their_answer_from_the_critique():
+    c = crit("c1", "The main problem is underexposure that leaves the frame dark and muddy.",
+             technical_quality=(2, "flawed"), color_light=(1, "dull"), composition=(4, "strong"))
+    drafts = defect_mcqs(c, T, rng_for(0, c.id, "defects"), limit=10)
+    assert {(d["attribute"], d["qtype"]) for d in drafts} == {
+        ("color_light", "yes-no"), ("color_light", "what"), ("color_light", "why")}
+    names = {k: v["name"] for k, v in T["defects"].items()}
+    for d in drafts:
+        opts = d["options"]
+        assert len(set(opts)) == len(opts) >= 2 and 0 <= d["correct"] < len(opts)
+        assert check_draft(d, c, T) is None
+        right = opts[d["correct"]]
+        if d["qtype"] == "what":
+            assert right == "underexposed" and set(opts) - {right} <= {
+                names[k] for k in ("overexposed", "color_cast", "desaturated")} | {T["none_option"]["color_light"]}
+        elif d["qtype"] == "why":
+            assert right == "because it is underexposed"
+            assert all(o.startswith("because it is ") and o != right for o in opts if o != right)
+        else:
+            assert (right == "Yes") == (names["underexposed"] in d["question"])
+        assert d["question"] not in d["options"] and "tilted" not in right  # not the recorded label
+        bad = {**d, "correct": (d["correct"] + 1) % len(opts)}
+        assert "disagrees with the critique" in check_draft(bad, c, T)
+    # a clean critique: "no obvious problem" only where it says so; nothing asked otherwise
+    clean = crit("c2", "It is technically clean and pleasing to look at.", technical_quality=(3, "decent"),
+                 color_light=(3, "plain"), composition=(2, "awkward"))
+    drafts = defect_mcqs(clean, T, rng_for(0, "c2"), limit=10)
+    assert {d["attribute"] for d in drafts} == {"technical_quality", "color_light"}
+    for d in drafts:
+        right = d["options"][d["correct"]]
+        assert right in ("No", T["none_option"][d["attribute"]]) and check_draft(d, clean, T) is None
+    silent = crit("c3", "A street at dusk.", technical_quality=(3, None), color_light=(2, "dull"))
+    assert defect_mcqs(silent, T, rng_for(0, "c3"), limit=10) == []
+    assert len(defect_mcqs(c, T, rng_for(0, "c1"), limit=2)) == 2
+
+
+def test_v1_templates_stay_loadable_with_their_own_layout(inputs):
+    generate(GenerateConfig(prompt_version="v1"), inputs, progress=False)
+    ins = read_jsonl(inputs / "instructions" / "instructions.jsonl", Instruction)
+    mcq = [i for i in ins if i.options]
+    assert mcq and all(i.prompt_version == "offline_v1" for i in ins)
+    assert not any(is_defect_item(i) for i in ins)
+    assert all(i.conversations[0]["value"].endswith("Answer with the letter and the text of the correct option.")
+               for i in mcq)
+
+
 def test_cli_offline_and_config_errors(inputs, capsys):
     assert aes_main(["generate", "--backend", "offline", "--out", str(inputs), "--no-progress"]) == 0
     assert "instructions from 24 critiques" in capsys.readouterr().out
@@ -223,7 +303,7 @@ def test_openai_backend_end_to_end(llm, tmp_path):
     body = llm.stats()["last_body"]
     ins, crit, _ = load(tmp_path)
     assert ins and all(i.generator == "openai:fake-gpt" for i in ins)
-    assert all(i.prompt_version == "refine_v1+assemble_v1" for i in ins)
+    assert all(i.prompt_version == "refine_v2+assemble_v2" for i in ins)
     for i in ins:
         if i.type == "level_mcq":
             assert agrees(i, crit[i.critique_ids[0]])

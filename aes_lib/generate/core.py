@@ -35,11 +35,14 @@ OPEN_TYPES = ("level", "description", "interpretation", "suggestion", "conversat
 @dataclass
 class GenerateConfig(Config):
     backend: str = field(default="offline", metadata={"help": "offline (templates) | openai"})
-    prompt_version: str = field(default="v1", metadata={
+    prompt_version: str = field(default="v2", metadata={
         "help": "prompt files: offline_<v>.yaml, refine_<v>.txt, assemble_<v>.txt in aes_lib/prompts"})
     perception_mcq: int = field(default=2, metadata={
         "help": "perception multiple-choice questions per critique"})
     empathy_mcq: int = field(default=2, metadata={"help": "empathy multiple-choice questions per critique"})
+    defect_mcq: int = field(default=6, metadata={
+        "help": "offline backend, prompts v2+: at most N multiple-choice items per critique about the "
+                "concrete defects its text names (blurred, underexposed, ...) or their absence; 0 = none"})
     open_types: list = field(default_factory=lambda: list(OPEN_TYPES), metadata={
         "help": "other instruction types to assemble: level, description, interpretation, "
                 "suggestion, conversation"})
@@ -57,6 +60,7 @@ class GenerateConfig(Config):
         require(self.backend in BACKENDS, "backend", f"must be one of {', '.join(BACKENDS)}")
         require(self.perception_mcq >= 0 and self.empathy_mcq >= 0, "perception_mcq",
                 "must be 0 or more")
+        require(self.defect_mcq >= 0, "defect_mcq", "must be 0 or more")
         bad = [x for x in self.open_types if x not in OPEN_TYPES]
         require(not bad, "open_types", f"unknown types {bad} (known: {', '.join(OPEN_TYPES)})")
         require(self.max_critiques >= 0, "max_critiques", "must be 0 or more")
@@ -138,6 +142,13 @@ def check_draft(d: dict[str, Any], c: Critique, t: dict) -> str | None:
         return f"attribute {attr!r} was not judged in the critique"
     if d["qtype"] == "yes-no" and [o.lower() for o in options] != ["yes", "no"]:
         return "yes-no options must be exactly Yes, No"
+    if d.get("defect"):  # about a named defect: the answer must be the one the critique's text gives
+        want = offline.defect_answer(d, c, t)
+        if want is None:
+            return f"the critique names no answer to this {attr} defect question"
+        if options[d["correct"]] != want:
+            return f"correct option {options[d['correct']]!r} disagrees with the critique, which says {want!r}"
+        return None
     expected = BAND_JUDGMENT[band(c.attributes[attr]["rating"], t)]
     if d["judgment"] != expected:
         return (f"correct answer expresses a {d['judgment']!r} judgment of {attr}, the critique's "
@@ -387,7 +398,8 @@ def generate(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_cfg: A
         for c in critiques:
             r = offline.refine(c, t)
             triples.append((c, r, offline.assemble(c, r, t, cfg.seed, cfg.perception_mcq,
-                                                   cfg.empathy_mcq, tuple(cfg.open_types))))
+                                                   cfg.empathy_mcq, tuple(cfg.open_types),
+                                                   cfg.defect_mcq)))
     else:
         client = _client_for(cfg, client_cfg, out, api_key)
         generator = f"openai:{client.cfg.model}"

@@ -31,9 +31,23 @@ def load_templates(version: str = "offline_v1") -> dict[str, Any]:
         raise FileNotFoundError(f"{path}: offline template file not found (prompt version {version!r})")
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     for key in ("bands", "band_labels", "level_options", "attribute_labels", "words", "questions",
-                "answers", "mcq_suffix", "mcq_instruction"):
+                "answers"):
         if key not in data:
             raise ValueError(f"{path}: missing key {key!r}")
+    if "mcq_template" in data:  # v2+: the multiple-choice layout is a prompt file both stages read
+        tpath = PROMPTS_DIR / data["mcq_template"]
+        if not tpath.exists():
+            raise FileNotFoundError(f"{path}: mcq_template {data['mcq_template']!r} not found in {PROMPTS_DIR}")
+        data["mcq_template_text"] = tpath.read_text(encoding="utf-8")
+    elif "mcq_suffix" not in data or "mcq_instruction" not in data:
+        raise ValueError(f"{path}: needs mcq_template, or mcq_suffix and mcq_instruction")
+    if "defects" in data:
+        for key in ("negations", "clean_cues", "none_option", "defect_why_option", "defect_questions"):
+            if key not in data:
+                raise ValueError(f"{path}: has 'defects' but misses key {key!r}")
+        for name, spec in data["defects"].items():
+            if not {"name", "attribute", "cues"} <= set(spec) or spec["attribute"] not in data["none_option"]:
+                raise ValueError(f"{path}: defects.{name} needs name, cues and an attribute of none_option")
     return data
 
 
@@ -101,10 +115,13 @@ def _items(c: Critique, t: dict, bands: tuple[str, ...]) -> list[str]:
 
 
 def mcq_prompt(question: str, options: list[str], t: dict) -> str:
+    """The human turn of a multiple-choice item: the template file's layout (v2+, the same file the
+    evaluation reads) or v1's suffix and instruction lines."""
     letters = "ABCDEFGH"
-    lines = [question, t["mcq_suffix"], *(f"{letters[i]}. {o}" for i, o in enumerate(options)),
-             t["mcq_instruction"]]
-    return "\n".join(lines)
+    listed = [f"{letters[i]}. {o}" for i, o in enumerate(options)]
+    if "mcq_template_text" in t:
+        return t["mcq_template_text"].format(question=question, options="\n".join(listed)).strip()
+    return "\n".join([question, t["mcq_suffix"], *listed, t["mcq_instruction"]])
 
 
 def _cap(s: str) -> str:
@@ -141,11 +158,12 @@ def attribute_mcq(attr: str, judgment: dict, qtype: str, t: dict, rng: random.Ra
 
 
 def assemble(c: Critique, refined: dict, t: dict, seed: int, n_perception: int, n_empathy: int,
-             open_types: tuple[str, ...]) -> list[dict[str, Any]]:
+             open_types: tuple[str, ...], n_defect: int = 0) -> list[dict[str, Any]]:
     """Instruction drafts for one critique: dicts with type, qtype, attribute, turns, options,
-    correct index and the judgment band the correct answer expresses."""
+    correct index and the judgment band the correct answer expresses; plus up to ``n_defect``
+    items about the defects the critique names (templates v2+, own random stream)."""
     rng = rng_for(seed, c.id)
-    drafts: list[dict[str, Any]] = []
+    drafts: list[dict[str, Any]] = defect_mcqs(c, t, rng_for(seed, c.id, "defects"), n_defect)
     for dim, attrs, n in (("perception", PERCEPTION_ATTRIBUTES, n_perception),
                           ("empathy", EMPATHY_ATTRIBUTES, n_empathy)):
         present = [a for a in attrs if a in c.attributes]
@@ -206,3 +224,126 @@ def _suggestion(c: Critique, refined: dict, t: dict) -> str:
                 t["answers"][key].format(attr=t["attribute_labels"][attr], word=free_word(c.attributes[attr], t))
                 for _, attr in weak[:2])
     return t["answers"]["suggestion_strong"] if c.attributes else ""
+
+
+# --- items about the concrete defects a critique names (prompt v2+) ---------------------------
+
+DEFECT_ATTRIBUTES = ("technical_quality", "color_light", "composition")
+
+
+def _cue_found(text: str, cue: str, negations: list[str]) -> bool:
+    """``cue`` occurs in ``text`` at a word start, not negated by one of the 3 words before it."""
+    start = 0
+    while (i := text.find(cue, start)) >= 0:
+        start = i + 1
+        if i > 0 and text[i - 1].isalnum():
+            continue
+        window = " " + " ".join(re.sub(r"[^a-z' -]", " ", text[:i]).split()[-3:]) + " "
+        if not any(f" {n} " in window for n in negations):
+            return True
+    return False
+
+
+def critique_defects(c: Critique, t: dict) -> tuple[list[str], bool]:
+    """(defect keys the critique names, in order of first mention; whether it says the image is
+    technically clean). Read from the critique's description; when that names no defect and says
+    nothing about technique, from the word of a low-rated technical / colour / composition
+    attribute. Never from the dataset's degradation labels (``c.extra`` is not read)."""
+    if "defects" not in t:
+        return [], False
+    text = clean_text(c.description).lower()
+    negs = t["negations"]
+    found = []
+    for key, spec in t["defects"].items():
+        hits = [text.find(cue) for cue in spec["cues"] if _cue_found(text, cue, negs)]
+        if hits:
+            found.append((min(hits), key))
+    named = [k for _, k in sorted(found)]
+    clean = not named and any(_cue_found(text, cue, negs) for cue in t["clean_cues"])
+    if not named and not clean:
+        for attr in DEFECT_ATTRIBUTES:
+            j = c.attributes.get(attr)
+            word = ((j or {}).get("word") or "").strip().lower()
+            if not word or band(j["rating"], t) != "low":
+                continue
+            named += [k for k, spec in t["defects"].items() if spec["attribute"] == attr
+                      and k not in named and any(_cue_found(word, cue, negs) for cue in spec["cues"])]
+    return named, clean
+
+
+def _none_ok(attr: str, c: Critique, clean: bool, t: dict) -> bool:
+    """The critique names no defect; does it say this attribute has no problem?"""
+    if clean and attr != "composition":
+        return True
+    j = c.attributes.get(attr)
+    if not j or band(j["rating"], t) != "high":
+        return False
+    word = (j.get("word") or "").strip().lower()
+    weak = {w.lower() for b in ("low", "mid") for w in t["words"][attr][b]}
+    return word not in weak
+
+
+def defect_answer(d: dict[str, Any], c: Critique, t: dict) -> str | None:
+    """The option text a defect draft's critique supports (None: the critique supports no answer)."""
+    named, clean = critique_defects(c, t)
+    attr, defs = d["attribute"], t["defects"]
+    mine = [k for k in named if defs[k]["attribute"] == attr]
+    if d["qtype"] == "yes-no":
+        if d["asked"] in named:
+            return "Yes"
+        return "No" if mine or (not named and _none_ok(attr, c, clean, t)) else None
+    if mine:
+        name = defs[mine[0]]["name"]
+        return t["defect_why_option"].format(name=name) if d["qtype"] == "why" else name
+    if d["qtype"] == "what" and not named and _none_ok(attr, c, clean, t):
+        return t["none_option"][attr]
+    return None
+
+
+def defect_mcqs(c: Critique, t: dict, rng: random.Random, limit: int) -> list[dict[str, Any]]:
+    """Perception multiple-choice drafts about the defects the critique names (or about their
+    absence, when it says so): yes-no, what and why items, at most ``limit``, answers from the
+    critique, distractors the other defects' names."""
+    if "defects" not in t or limit <= 0:
+        return []
+    named, clean = critique_defects(c, t)
+    defs, dq = t["defects"], t["defect_questions"]
+    drafts: list[dict[str, Any]] = []
+
+    def add(attr: str, qtype: str, question: str, options: list[str], correct: str, asked: str = ""):
+        if qtype != "yes-no":
+            options = list(dict.fromkeys([correct, *options]))[:4]
+            rng.shuffle(options)
+        drafts.append({"type": "perception_mcq", "qtype": qtype, "attribute": attr, "question": question,
+                       "options": options, "correct": options.index(correct), "judgment": "",
+                       "defect": True, "asked": asked})
+
+    for attr in DEFECT_ATTRIBUTES:
+        if attr not in c.attributes:
+            continue
+        kinds = [k for k, s in defs.items() if s["attribute"] == attr]
+        mine = [k for k in named if k in kinds]
+        if not mine and (named or not _none_ok(attr, c, clean, t)):
+            continue  # a defect elsewhere, or nothing said about this attribute
+        others = [k for k in kinds if k not in named]
+        rng.shuffle(others)
+        if mine and (not others or rng.random() < 0.5):
+            asked, yes = mine[0], "Yes"
+        else:
+            asked, yes = others[0], "No"
+        add(attr, "yes-no", rng.choice(dq["yes-no"]).format(name=defs[asked]["name"]), ["Yes", "No"], yes, asked)
+        none_opt = t["none_option"][attr]
+        correct = defs[mine[0]]["name"] if mine else none_opt
+        add(attr, "what", rng.choice(dq["what"][attr]), ([none_opt] if mine else [])
+            + [defs[k]["name"] for k in others], correct)
+        if mine:
+            rest = [k for k in defs if k not in named]
+            rng.shuffle(rest)
+            why = [t["defect_why_option"].format(name=defs[k]["name"]) for k in rest]
+            add(attr, "why", rng.choice(dq["why"][attr]),
+                why, t["defect_why_option"].format(name=defs[mine[0]]["name"]))
+    if len(drafts) > limit:
+        drafts = [drafts[i] for i in sorted(rng.sample(range(len(drafts)), limit))]
+    for k, d in enumerate(drafts):
+        d["slot"] = f"d{k}"
+    return drafts
