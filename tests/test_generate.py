@@ -327,13 +327,15 @@ def test_openai_backend_end_to_end(llm, tmp_path):
 def test_openai_refine_sends_image_and_failures_become_rejects(llm, tmp_path):
     make_inputs(tmp_path, n_photos=1, per_image=1)
     llm.control(mode="non_json")
-    result = generate(GenerateConfig(backend="openai"), tmp_path, client_cfg(llm), progress=False)
+    with pytest.raises(ValueError, match="no instruction came out of 2 critiques.*invalid reply"):
+        generate(GenerateConfig(backend="openai"), tmp_path, client_cfg(llm), progress=False)
     first = llm.stats()["last_body"]["messages"][1]["content"]
     assert first[1]["image_url"]["url"].startswith("data:image/png;base64,")
     rejects = [json.loads(x) for x in (tmp_path / "instructions" / "rejects.jsonl").read_text().splitlines()]
     assert len(rejects) == 2 and all(r["stage"] == "refine" for r in rejects)
     assert all("invalid reply after 2 tries" in r["reason"] for r in rejects)
-    assert result["stats"]["n_instructions"] == 0 and llm.requests() == 4
+    stats = json.loads((tmp_path / "instructions" / "stats.json").read_text())
+    assert stats["n_instructions"] == 0 and llm.requests() == 4
 
 
 def test_batch_export_import_then_generate_sends_nothing(llm, tmp_path, capsys):

@@ -438,6 +438,11 @@ def generate(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_cfg: A
     written = write_outputs(out, instructions, refined, rejects, stats, run)
     log.info("%d instructions from %d critiques (%d rejected) -> %s", len(instructions),
              len(critiques), len(rejects), out)
+    if critiques and not instructions:  # the files are written (rejects included); the run failed
+        reasons = Counter(r["reason"] for r in rejects).most_common(1)
+        raise ValueError(f"no instruction came out of {len(critiques)} critiques: all were rejected"
+                         + (f" (most often: {reasons[0][0]})" if reasons else "")
+                         + f"; see {Path(out) / 'rejects.jsonl'}")
     return {"paths": written, "stats": stats, "run": run}
 
 
