@@ -248,13 +248,6 @@ def build_prompt(processor, conversations: Sequence[dict[str, str]],
     return render_messages(processor, messages, add_generation_prompt)
 
 
-def count_parameters(model) -> dict[str, int]:
-    """Total and trainable parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"total": total, "trainable": trainable}
-
-
 def generate_answers(model, processor, items: Sequence[dict[str, Any]], max_new_tokens: int = 32,
                      image_root: str | Path | None = None) -> list[str]:
     """Greedy answers for ``[{"image": path, "conversations": [...]}]`` (one at a time).

@@ -1,4 +1,4 @@
-"""The accelerate config files shipped with the project, and the launch command for each."""
+"""The accelerate config files shipped with the project."""
 
 from __future__ import annotations
 
@@ -20,9 +20,3 @@ def accelerate_config(name: str) -> Path:
         raise ValueError(f"unknown accelerate config {name!r} (known: {', '.join(ACCELERATE_CONFIGS)})")
     return Path(str(resources.files("aes_lib").joinpath("accelerate_configs", f"{name}.yaml")))
 
-
-def launch_command(name: str, train_config: str, num_processes: int | None = None) -> str:
-    """The shell command that runs ``aes train`` under ``accelerate launch`` with a shipped config."""
-    procs = f" --num_processes {num_processes}" if num_processes else ""
-    return (f"accelerate launch --config_file {accelerate_config(name)}{procs} "
-            f"-m aes_lib.cli train --config {train_config}")
