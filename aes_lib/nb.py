@@ -34,20 +34,18 @@ def setup(seed: int = DEFAULT_SEED, log_level: int = logging.INFO) -> None:
     for noisy in ("matplotlib", "PIL", "httpx", "urllib3", "fontTools"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        import matplotlib
-
         from aes_lib.style import apply_style
 
-        apply_style()
+        apply_style()  # imports matplotlib; skipped where it is not installed
+    except ImportError:
+        pass
+    else:
         if "ipykernel" in sys.modules:
             from IPython import get_ipython
 
             ip = get_ipython()
             if ip is not None:
                 ip.run_line_magic("matplotlib", "inline")
-        del matplotlib
-    except ImportError:
-        pass
     try:
         import pandas as pd
 

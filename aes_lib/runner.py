@@ -119,8 +119,8 @@ def resolve_parameters(profile: dict[str, Any], notebooks: list[Path], profile_n
                                 f"{stem} expects {type(declared[stem][key]).__name__}")
     sections = profile.get("notebooks", {})
     for stem, section in sections.items():
-        if stem not in declared:
-            # sections for notebooks that are not part of this run are allowed only if they exist
+        if stem not in declared:  # a typo in a section name would otherwise drop its settings
+            problems.append(f"section '{stem}': no such notebook (known: {', '.join(declared)})")
             continue
         for key, value in (section or {}).items():
             if key not in declared[stem]:

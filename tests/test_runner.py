@@ -69,6 +69,12 @@ def test_unknown_key_is_an_error_naming_it(chain):
     assert not (chain / "out" / "first.txt").exists()   # nothing ran
 
 
+def test_misspelt_section_is_an_error_naming_it(chain):
+    profile = _profile(chain, "notebooks:\n  '01_secnd': {rate: 2}\n")
+    with pytest.raises(RunnerError, match="section '01_secnd': no such notebook"):
+        reproduce(profile, chain / "notebooks", "out", cwd=chain)
+
+
 def test_wrong_type_is_an_error_naming_it(chain):
     profile = _profile(chain, "notebooks:\n  '00_first': {size: 'three'}\n")
     with pytest.raises(RunnerError, match="'size'.*str.*int"):
@@ -129,6 +135,5 @@ def test_profiles_match_the_notebooks():
     notebooks = find_notebooks(REPO / "notebooks")
     for name in PROFILES:
         _, data = load_profile(name)
-        resolve_parameters(data, notebooks, name)   # raises on any unknown key or wrong type
-        assert set(data["notebooks"]) <= {p.stem for p in notebooks} | {
-            "00_dataset", "01_collect", "02_generate", "03_finetune", "04_evaluate", "05_figures"}
+        resolve_parameters(data, notebooks, name)   # raises on any unknown key, section or wrong type
+        assert set(data["notebooks"]) == {p.stem for p in notebooks}
