@@ -9,7 +9,7 @@ CLI::
 
     aes evaluate build-bench [--out-dir outputs]
     aes evaluate run --model PATH [--adapter PATH] | --api MODEL  [--bench FILE] [--name NAME]
-    aes evaluate score --format aesbench --responses FILE --key FILE [--bench FILE]
+    aes evaluate score --format aesbench --responses FILE|DIR [FILE ...] --key FILE [--bench FILE]
 """
 
 from __future__ import annotations
@@ -117,7 +117,8 @@ def register_cli(subparsers) -> None:
 
     s = sub.add_parser("score", help="score a responses file against a key file")
     s.add_argument("--format", default="aesbench", choices=("aesbench",))
-    s.add_argument("--responses", required=True)
+    s.add_argument("--responses", required=True, nargs="+",
+                   help="responses file(s), or the folder of AesBench's official test_Aes{P,E,A1,I}.json")
     s.add_argument("--key", required=True)
     s.add_argument("--bench", help="the AesBench annotation file (options); optional")
     s.add_argument("--name")

@@ -3,7 +3,8 @@
 Outputs (under ``out_dir``, see docs/CONTRACTS.md): ``eval/benchmark.jsonl``,
 ``eval/predictions_<model>.jsonl``, ``eval/results_<model>.json``, ``eval/results.csv`` (the
 rows of every evaluated model), ``eval/config_<model>.json`` (the resolved config), and for
-AesBench-layout input ``eval/responses_<model>.json`` in AesBench's response layout.
+AesBench-layout input ``eval/responses_<model>/test_Aes{P,E,A1,I}.json``, AesBench's four
+official response files.
 """
 
 from __future__ import annotations
@@ -250,8 +251,8 @@ def evaluate_model(cfg: EvalConfig, name: str, model_path: str | Path | None = N
                        mcq_seconds=round(t_mcq, 3),
                        mcq_questions_per_second=round(n_mcq / t_mcq, 3) if t_mcq and n_mcq else None)
         if fmt == "aesbench":
-            B.write_aesbench_responses(cfg.eval_dir / f"responses_{fname}.json", items,
-                                       {p["id"]: p["pred"] or p["response"] for p in preds})
+            B.write_official_responses(cfg.eval_dir / f"responses_{fname}", items,
+                                       {p["id"]: p["response"] for p in preds})
     summary["rows"] = rows
     write_jsonl(cfg.eval_dir / f"predictions_{fname}.jsonl", preds)
     write_json(cfg.eval_dir / f"results_{fname}.json", summary)
@@ -261,17 +262,19 @@ def evaluate_model(cfg: EvalConfig, name: str, model_path: str | Path | None = N
     return summary
 
 
-def score_aesbench(responses: str | Path, key: str | Path, bench: str | Path | None = None,
+def score_aesbench(responses: str | Path | list, key: str | Path, bench: str | Path | None = None,
                    name: str = "", out_dir: str | Path | None = None, seed: int = 0,
                    n_boot: int = 1000) -> dict[str, Any]:
-    """Score an AesBench-layout responses file against a key file (``bench``: the annotation
-    file, for the options; without it, responses must name letters)."""
+    """Score AesBench-layout responses against a key file (``bench``: the annotation file, for
+    the options; without it, responses must name letters). ``responses``: a file, a folder of
+    the official ``test_Aes{P,E,A1,I}.json`` files, or a list of files."""
     from aes_lib.io import write_json
     from aes_lib.schema import BenchItem, option_letters
     from aes_lib.evaluate.answer import _record
     from aes_lib.evaluate.extract import extract_option
 
-    answers = B.read_aesbench_responses(responses)
+    files = B.response_files(responses)
+    answers = B.read_aesbench_responses(files)
     if bench:
         items = B.load_aesbench(bench)
     else:  # no options known: every dimension has 26 placeholder options, letters only
@@ -281,9 +284,12 @@ def score_aesbench(responses: str | Path, key: str | Path, bench: str | Path | N
                  for i in answers]
     key_map = B.load_aesbench_key(key, items)
     preds = []
-    missing = [it.id for it in items if it.id in key_map and it.id not in answers]
+    # the dimensions the responses cover (one official file scores its dimension alone)
+    answered = {i.rsplit(":", 1)[1] for i in answers}
+    missing = [it.id for it in items if it.id in key_map and it.id not in answers
+               and it.dimension in answered]
     if missing:
-        raise ValueError(f"{responses}: image {missing[0].rsplit(':', 1)[0]!r}: no "
+        raise ValueError(f"{', '.join(map(str, files))}: image {missing[0].rsplit(':', 1)[0]!r}: no "
                          f"{B.RESPONSE_KEYS[missing[0].rsplit(':', 1)[1]]} for a keyed question "
                          f"({len(missing)} missing in all)")
     for it in items:
@@ -294,7 +300,8 @@ def score_aesbench(responses: str | Path, key: str | Path, bench: str | Path | N
         pred = None if it.dimension == "AesI" else extract_option(text, it.options)
         preds.append(_record(it, "responses-file", text, pred))
     mark(preds)
-    name = name or Path(responses).stem
+    name = name or (files[0].stem if len(files) == 1 and Path(files[0]) == Path(str(responses))
+                    else files[0].parent.name)
     by_id = {it.id: it for it in items}
     from aes_lib.evaluate.judge import ProxyOverlapJudge
 
@@ -303,7 +310,7 @@ def score_aesbench(responses: str | Path, key: str | Path, bench: str | Path | N
     for p, s in zip(with_ref, judge.score([by_id[p["id"]] for p in with_ref], [p["response"] for p in with_ref])):
         p["judge"] = s
     rows = summarise(preds, name, judge.name, seed, n_boot)
-    summary = {"model": name, "responses": str(responses), "key": str(key), "label": "measured by this run",
+    summary = {"model": name, "responses": [str(f) for f in files], "key": str(key), "label": "measured by this run",
                "n_items": len(preds), "unparsed": unparsed(preds), "rows": rows}
     if out_dir is not None:
         out = Path(out_dir)
