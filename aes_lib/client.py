@@ -30,6 +30,7 @@ import logging
 import mimetypes
 import os
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -228,6 +229,35 @@ _FATAL_STATUS = {401: "the API key was refused", 403: "access was denied",
                  404: "the model or endpoint does not exist"}
 
 
+#: Words in a 400 / 422 reply that mean every further request would get it too: OpenAI-compatible
+#: proxies answer an unknown model or a bad key so (LiteLLM: HTTP 400 "Invalid model name passed
+#: in model=...", "No connected db."). Any other 400 fails its own request only. Regexes, matched
+#: on the lower-cased message.
+_FATAL_MESSAGES = (("invalid model name", "the model is unknown to the server"),
+                   ("model_not_found", "the model is unknown to the server"),
+                   ("model not found", "the model is unknown to the server"),
+                   (r"model\b[^.]{0,80}\bdoes not exist", "the model is unknown to the server"),
+                   ("no connected db", "the server cannot check keys (no connected db)"),
+                   ("invalid api key", "the API key was refused"),
+                   ("incorrect api key", "the API key was refused"),
+                   ("invalid_api_key", "the API key was refused"),
+                   ("authentication error", "the API key was refused"),
+                   ("unauthorized", "the API key was refused"))
+
+
+def fatal_reason(e: BaseException) -> str | None:
+    """Why every request would be refused like ``e`` (None when only this request failed)."""
+    status = getattr(e, "status_code", None)
+    if status in _FATAL_STATUS:
+        return _FATAL_STATUS[status]
+    if status in (400, 422):
+        text = f"{e} {getattr(e, 'body', '')}".lower()
+        for pattern, reason in _FATAL_MESSAGES:
+            if re.search(pattern, text):
+                return reason
+    return None
+
+
 class FatalAPIError(ValueError):
     """The server refused in a way every request would be refused (bad key, unknown model)."""
 #: workers sharing one HTTP connection pool (see LLMClient._run_all)
@@ -418,10 +448,11 @@ class LLMClient:
                 text, u, n = await self._send(client, messages, rpm, tpm)
             except Exception as e:  # gave up after retries, or a non-retryable error
                 status = getattr(e, "status_code", None)
-                if status in _FATAL_STATUS:  # no point sending the other N requests one by one
+                reason = fatal_reason(e)
+                if reason is not None:  # no point sending the other N requests one by one
                     raise FatalAPIError(
                         f"{self.cfg.base_url or 'api.openai.com'} answered HTTP {status} for model "
-                        f"{self.cfg.model!r}: {_FATAL_STATUS[status]}; stopped, nothing more sent "
+                        f"{self.cfg.model!r}: {reason} ({_describe(e)}); stopped, nothing more sent "
                         f"(replies already received are cached)") from None
                 attempts += getattr(e, "_aes_attempts", 1)
                 self._add(failed=1)

@@ -242,3 +242,54 @@ def test_score_reads_the_four_official_files_directly(tmp_path, capsys):
         B.read_aesbench_responses(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="not found"):
         B.read_aesbench_responses(tmp_path / "missing")
+
+
+# --- API settings of the evaluation CLI -----------------------------------------------------------
+
+def test_evaluate_run_api_key_env_names_the_variable(tmp_path, monkeypatch, capsys):
+    from fake_openai_server import start_server
+
+    from aes_lib.cli import main
+
+    ann = _annotation_file(tmp_path)
+    for i, image in enumerate(TRICKY):
+        _png(tmp_path / image, i)
+    monkeypatch.setenv("AES_EVAL_TEST_KEY", "key-from-the-named-variable")
+    monkeypatch.setenv("OPENAI_API_KEY", "the-default-variable")
+    server = start_server(responder="fixtures_evaluate.echo_responder:respond")
+    try:
+        rc = main(["evaluate", "run", "--api", "vision-model", "--bench", str(ann), "--base-url",
+                   server.base_url, "--api-key-env", "AES_EVAL_TEST_KEY", "--out-dir", str(tmp_path / "o"),
+                   "--limit", "1"])
+        assert rc == 0 and server.stats()["last_authorization"] == "Bearer key-from-the-named-variable"
+    finally:
+        server.stop()
+    saved = json.loads((tmp_path / "o" / "eval" / "config_api-vision-model.json").read_text())
+    assert saved["api_key_env"] == "AES_EVAL_TEST_KEY" and "key-from" not in json.dumps(saved)
+    # against api.openai.com an unset variable is an error naming it, before anything is sent
+    monkeypatch.delenv("AES_EVAL_TEST_KEY")
+    capsys.readouterr()
+    rc = main(["evaluate", "run", "--api", "vision-model", "--bench", str(ann), "--api-key-env",
+               "AES_EVAL_TEST_KEY", "--out-dir", str(tmp_path / "o2"), "--limit", "1"])
+    assert rc != 0 and "AES_EVAL_TEST_KEY is not set" in capsys.readouterr().err
+
+
+def test_evaluate_run_stops_at_a_litellm_unknown_model_reply(tmp_path, monkeypatch):
+    from fake_openai_server import start_server
+
+    from aes_lib.client import FatalAPIError
+    from aes_lib.evaluate import EvalConfig, evaluate_model
+
+    ann = _annotation_file(tmp_path)
+    for i, image in enumerate(TRICKY):
+        _png(tmp_path / image, i)
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    server = start_server(mode="400_model")
+    try:
+        cfg = EvalConfig(out_dir=str(tmp_path / "o"), bench=str(ann), base_url=server.base_url,
+                         progress=False, api_settings={"concurrency": 1, "max_retries": 3})
+        with pytest.raises(FatalAPIError, match="HTTP 400.*Invalid model name"):
+            evaluate_model(cfg, "litellm", api_model="no-such-model")
+        assert server.requests() == 1   # not 12 requests, each refused in turn
+    finally:
+        server.stop()

@@ -234,7 +234,9 @@ def test_image_data_url(tmp_path):
         image_data_url(tmp_path / "missing.png")
 
 
-@pytest.mark.parametrize("mode, words", [("401", "API key was refused"), ("404", "does not exist")])
+@pytest.mark.parametrize("mode, words", [("401", "API key was refused"), ("404", "does not exist"),
+                                         ("400_model", "model is unknown.*Invalid model name"),
+                                         ("400_nodb", "cannot check keys.*No connected db")])
 def test_refused_key_or_model_stops_the_run_at_once(fake, mode, words):
     from aes_lib.client import FatalAPIError
 
@@ -243,5 +245,30 @@ def test_refused_key_or_model_stops_the_run_at_once(fake, mode, words):
     requests = [ChatRequest(f"k{i}", [{"role": "user", "content": f"question {i}"}]) for i in range(20)]
     with pytest.raises(FatalAPIError, match=words) as e:
         client.run(requests, progress=False)
-    assert "HTTP " + mode in str(e.value) and SECRET not in str(e.value)
+    assert "HTTP " + mode[:3] in str(e.value) and SECRET not in str(e.value)
     assert fake.requests() == 1   # not 20 requests, each refused in turn, and no retries
+
+
+def test_fatal_reason_reads_the_status_and_the_message():
+    from aes_lib.client import fatal_reason
+
+    class Refused(Exception):
+        def __init__(self, status, message):
+            super().__init__(message)
+            self.status_code, self.body = status, None
+
+    assert fatal_reason(Refused(401, "x")) == "the API key was refused"
+    assert "unknown" in fatal_reason(Refused(400, "The model `gpt-x` does not exist or you do not have access"))
+    assert "no connected db" in fatal_reason(Refused(400, "No connected db."))
+    for status, message in ((400, "The image file does not exist"), (400, "max_tokens is too large"),
+                            (500, "No connected db."), (429, "Invalid model name")):
+        assert fatal_reason(Refused(status, message)) is None, (status, message)
+
+
+def test_an_ordinary_400_fails_its_own_request_only(fake):
+    fake.control(mode="400_bad_request")
+    client = make_client(fake, concurrency=2, max_retries=3)
+    requests = [ChatRequest(f"k{i}", [{"role": "user", "content": f"question {i}"}]) for i in range(5)]
+    results = client.run(requests, progress=False)
+    assert [r.ok for r in results] == [False] * 5 and "Invalid image data" in results[0].error
+    assert fake.requests() == 5   # each sent once: not retried, not stopping the others

@@ -47,6 +47,8 @@ class EvalConfig(Config):
     judge_model: str = field(default="", metadata={"help": "judge model name (judge=api)"})
     base_url: str = field(default="", metadata={
         "help": "OpenAI-compatible endpoint for API models and the API judge; empty = OpenAI"})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={
+        "help": "NAME of the environment variable holding the API key (the key is never stored)"})
     api_settings: dict = field(default_factory=dict, metadata={
         "help": "more aes_lib.client.ClientConfig keys for API models and the judge, e.g. "
                 "{requests_per_minute: 60, concurrency: 4, max_retries: 5}"})
@@ -66,6 +68,8 @@ class EvalConfig(Config):
         require(self.reduce in ("sum", "mean"), "reduce", "must be sum or mean")
         require(self.judge in ("proxy-overlap", "api"), "judge", "must be proxy-overlap or api")
         require(self.judge != "api" or bool(self.judge_model), "judge_model", "needed when judge=api")
+        require(bool(self.api_key_env.strip()) and not self.api_key_env.startswith("sk-"),
+                "api_key_env", "must be the NAME of an environment variable, not a key")
         for k in ("batch_images", "batch_size", "max_new_tokens", "open_max_new_tokens", "n_boot"):
             require(getattr(self, k) >= 1, k, "must be at least 1")
         require(self.limit >= 0, "limit", "must be 0 or more")
@@ -83,7 +87,7 @@ class EvalConfig(Config):
         return Path(self.bench) if self.bench else self.eval_dir / "benchmark.jsonl"
 
     def client_cfg(self, model: str) -> dict[str, Any]:
-        cfg: dict[str, Any] = {**self.api_settings, "model": model,
+        cfg: dict[str, Any] = {"api_key_env": self.api_key_env, **self.api_settings, "model": model,
                                "cache_path": self.api_cache or str(self.eval_dir / "api_cache.db")}
         if self.base_url:
             cfg["base_url"] = self.base_url
