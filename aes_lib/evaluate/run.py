@@ -170,6 +170,40 @@ def _load_local(model_path: str | Path, adapter: str | Path | None, cfg: EvalCon
     return load_model_and_processor(model_path, adapter=adapter, dtype=cfg.dtype, device=device)
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def is_hub_id(model: str | Path) -> bool:
+    """``owner/name`` that is not an existing path: a Hugging Face hub id."""
+    return not Path(model).exists() and bool(_HUB_ID.fullmatch(str(model))) \
+        and not str(model).startswith(".")
+
+
+def resolve_model_path(model: str | Path) -> Path | str:
+    """A local model folder, or the folder of a hub id (``llava-hf/llava-1.5-7b-hf``) in the local
+    Hugging Face cache (``HF_HUB_CACHE`` / ``HF_HOME``), found without the network. A hub id not
+    in the cache is returned as is for ``from_pretrained`` to download, unless ``HF_HUB_OFFLINE``
+    is set, which makes it an error saying how to fetch it."""
+    if Path(model).exists():
+        return Path(model)
+    if not is_hub_id(model):
+        raise FileNotFoundError(f"{model}: model folder not found (nor an 'owner/name' hub id)")
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(str(model), local_files_only=True))
+    except LocalEntryNotFoundError:
+        if constants.HF_HUB_OFFLINE:
+            raise FileNotFoundError(
+                f"{model}: hub id not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+                f"HF_HUB_OFFLINE is set: fetch it first (hf download {model})") from None
+        log.info("%s: not in the local Hugging Face cache; from_pretrained will download it", model)
+        return str(model)
+    log.info("%s: resolved from the local Hugging Face cache to %s", model, folder)
+    return folder
+
+
 def tiny_model(cfg: EvalConfig) -> Path:
     """``--model tiny``: the embedded tiny LLaVA (random weights), built once under ``eval/``."""
     from aes_lib.models import build_tiny_llava
@@ -185,7 +219,8 @@ def evaluate_model(cfg: EvalConfig, name: str, model_path: str | Path | None = N
                    loaded: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """Answer, judge and score the configured benchmark with one model; write its files.
 
-    Exactly one of ``model_path`` (a saved LLaVA-family folder, ``adapter`` optional; ``"tiny"``
+    Exactly one of ``model_path`` (a saved LLaVA-family folder or a hub id resolved through the
+    local Hugging Face cache, see :func:`resolve_model_path`; ``adapter`` optional; ``"tiny"``
     for the embedded tiny LLaVA),
     ``api_model`` (an OpenAI-compatible vision model) or ``loaded`` (``(model, processor)``).
     """
@@ -203,15 +238,17 @@ def evaluate_model(cfg: EvalConfig, name: str, model_path: str | Path | None = N
     model = processor = None
     if model_path is not None and str(model_path) == "tiny":
         model_path = tiny_model(cfg)
+    resolved = None
     if api_model is None:
-        if model_path is not None and not Path(model_path).exists():
-            raise FileNotFoundError(f"{model_path}: model folder not found")
-        model, processor = loaded if loaded is not None else _load_local(model_path, adapter, cfg)
+        if model_path is not None:
+            resolved = resolve_model_path(model_path)
+        model, processor = loaded if loaded is not None else _load_local(resolved, adapter, cfg)
     t_load = time.perf_counter() - t0
     cfg.eval_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(cfg.eval_dir / f"config_{fname}.json")
     summary: dict[str, Any] = {
-        "model": name, "model_path": str(model_path or ""), "adapter": str(adapter or ""),
+        "model": name, "model_path": str(model_path or ""),
+        "model_folder": str(resolved or ""), "adapter": str(adapter or ""),
         "api_model": api_model or "", "benchmark": str(cfg.bench_path), "format": fmt,
         "label": "measured by this run", "load_seconds": round(t_load, 3)}
     t1 = time.perf_counter()
