@@ -228,6 +228,7 @@ def test_score_reads_the_four_official_files_directly(tmp_path, capsys):
     assert accuracy(score_aesbench(files, tmp_path / "key.json", bench=ann)) == accuracy(by_folder)
     # one file alone scores its dimension only
     assert set(accuracy(score_aesbench(files[0], tmp_path / "key.json", bench=ann))) == {"AesP"}
+    assert score_aesbench([files[0]], tmp_path / "key.json", bench=ann)["model"] == "test_AesP"
     rc = main(["evaluate", "score", "--responses", *map(str, files[:2]), "--key", str(tmp_path / "key.json"),
                "--bench", str(ann), "--name", "two"])
     out = capsys.readouterr().out

@@ -341,8 +341,10 @@ def score_aesbench(responses: str | Path | list, key: str | Path, bench: str | P
         pred = None if it.dimension == "AesI" else extract_option(text, it.options)
         preds.append(_record(it, "responses-file", text, pred))
     mark(preds)
-    name = name or (files[0].stem if len(files) == 1 and Path(files[0]) == Path(str(responses))
-                    else files[0].parent.name)
+    if not name:  # a single file: its stem; a folder or several files: the folder's name
+        first = Path(responses if isinstance(responses, (str, Path)) else responses[0])
+        single = isinstance(responses, (str, Path)) or len(responses) == 1
+        name = first.stem if single and first.is_file() else (first if first.is_dir() else first.parent).name
     by_id = {it.id: it for it in items}
     from aes_lib.evaluate.judge import ProxyOverlapJudge
 
