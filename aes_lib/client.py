@@ -30,6 +30,7 @@ import logging
 import mimetypes
 import os
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -228,8 +229,40 @@ _FATAL_STATUS = {401: "the API key was refused", 403: "access was denied",
                  404: "the model or endpoint does not exist"}
 
 
+#: Words in a 400 / 422 reply that mean every further request would get it too: OpenAI-compatible
+#: proxies answer an unknown model or a bad key so (LiteLLM: HTTP 400 "Invalid model name passed
+#: in model=...", "No connected db."). Any other 400 fails its own request only. Regexes, matched
+#: on the lower-cased message.
+_FATAL_MESSAGES = (("invalid model name", "the model is unknown to the server"),
+                   ("model_not_found", "the model is unknown to the server"),
+                   ("model not found", "the model is unknown to the server"),
+                   (r"model\b[^.]{0,80}\bdoes not exist", "the model is unknown to the server"),
+                   ("no connected db", "the server cannot check keys (no connected db)"),
+                   ("invalid api key", "the API key was refused"),
+                   ("incorrect api key", "the API key was refused"),
+                   ("invalid_api_key", "the API key was refused"),
+                   ("authentication error", "the API key was refused"),
+                   ("unauthorized", "the API key was refused"))
+
+
+def fatal_reason(e: BaseException) -> str | None:
+    """Why every request would be refused like ``e`` (None when only this request failed)."""
+    status = getattr(e, "status_code", None)
+    if status in _FATAL_STATUS:
+        return _FATAL_STATUS[status]
+    if status in (400, 422):
+        text = f"{e} {getattr(e, 'body', '')}".lower()
+        for pattern, reason in _FATAL_MESSAGES:
+            if re.search(pattern, text):
+                return reason
+    return None
+
+
 class FatalAPIError(ValueError):
     """The server refused in a way every request would be refused (bad key, unknown model)."""
+#: The OpenAI Batch API's limits per input file (requests; bytes: "200 MB", taken as 10^6 bytes).
+BATCH_MAX_REQUESTS = 50_000
+BATCH_MAX_BYTES = 200_000_000
 #: workers sharing one HTTP connection pool (see LLMClient._run_all)
 SHARD_SIZE = 8
 
@@ -418,10 +451,11 @@ class LLMClient:
                 text, u, n = await self._send(client, messages, rpm, tpm)
             except Exception as e:  # gave up after retries, or a non-retryable error
                 status = getattr(e, "status_code", None)
-                if status in _FATAL_STATUS:  # no point sending the other N requests one by one
+                reason = fatal_reason(e)
+                if reason is not None:  # no point sending the other N requests one by one
                     raise FatalAPIError(
                         f"{self.cfg.base_url or 'api.openai.com'} answered HTTP {status} for model "
-                        f"{self.cfg.model!r}: {_FATAL_STATUS[status]}; stopped, nothing more sent "
+                        f"{self.cfg.model!r}: {reason} ({_describe(e)}); stopped, nothing more sent "
                         f"(replies already received are cached)") from None
                 attempts += getattr(e, "_aes_attempts", 1)
                 self._add(failed=1)
@@ -521,32 +555,84 @@ class LLMClient:
                 "min_minutes_at_rate_limits": round(max(minutes), 2) if minutes else 0.0,
                 "model": self.cfg.model}
 
-    def batch_export(self, requests: list[ChatRequest], path: str | Path) -> int:
-        """Write the uncached requests as an OpenAI Batch API input file (one JSON line each,
-        ``custom_id`` = the request key); returns how many were written."""
-        from aes_lib.io import atomic_write_text
+    def batch_export(self, requests: list[ChatRequest], path: str | Path,
+                     max_requests: int = BATCH_MAX_REQUESTS, max_bytes: int = BATCH_MAX_BYTES) -> dict:
+        """Write the uncached requests as OpenAI Batch API input files (one JSON line each,
+        ``custom_id`` = the request key), each within ``max_requests`` lines and ``max_bytes``
+        bytes (the Batch API's limits by default). One file fits: it is ``path``; more: they are
+        ``<stem>.part001<suffix>``, ``<stem>.part002<suffix>``, ... beside it (files of an earlier
+        export to the same ``path`` are removed first, so none is uploaded twice). Each file is
+        written as soon as it is full, so memory holds about one file.
 
-        lines = []
+        Returns ``{"requests": total, "files": [{"path", "requests", "bytes"}, ...]}``."""
+        from aes_lib.io import atomic_write_bytes
+
+        if max_requests < 1 or max_bytes < 1:
+            raise ValueError("batch_export: max_requests and max_bytes must be at least 1")
+        path = Path(path)
+        for old in batch_part_files(path) + ([path] if path.exists() else []):
+            old.unlink()
+            log.info("removed %s of an earlier export", old)
+        files: list[dict] = []
+        pending: tuple[bytes, int] | None = None   # a full file, written once the naming is known
+        chunk: list[bytes] = []
+        size = total = 0
+
+        def write(content: bytes, n: int, target: Path) -> None:
+            atomic_write_bytes(target, content)
+            files.append({"path": str(target), "requests": n, "bytes": len(content)})
+
         for r in requests:
-            if self.cached(r) is None:
-                lines.append(json.dumps({"custom_id": r.key, "method": "POST",
-                                         "url": "/v1/chat/completions",
-                                         "body": self.request_body(r)}, ensure_ascii=False))
-        atomic_write_text(path, "".join(line + "\n" for line in lines))
-        log.info("wrote %d batch requests to %s", len(lines), path)
-        return len(lines)
+            if self.cached(r) is not None:
+                continue
+            line = (json.dumps({"custom_id": r.key, "method": "POST", "url": "/v1/chat/completions",
+                                "body": self.request_body(r)}, ensure_ascii=False) + "\n").encode("utf-8")
+            if len(line) > max_bytes:
+                raise ValueError(f"batch_export: request {r.key!r} alone is {len(line)} bytes, over "
+                                 f"max_bytes={max_bytes}")
+            if chunk and (len(chunk) >= max_requests or size + len(line) > max_bytes):
+                if pending is not None:   # a second full file: the export is split into parts
+                    write(*pending, _part_path(path, len(files) + 1))
+                pending, chunk, size = (b"".join(chunk), len(chunk)), [], 0
+            chunk.append(line)
+            size += len(line)
+            total += 1
+        last = (b"".join(chunk), len(chunk))
+        if pending is None:
+            write(*last, path)   # everything fits in one file (maybe empty)
+        else:
+            write(*pending, _part_path(path, len(files) + 1))
+            write(*last, _part_path(path, len(files) + 1))
+        log.info("wrote %d batch requests to %d file(s): %s", total, len(files),
+                 ", ".join(f["path"] for f in files))
+        return {"requests": total, "files": files}
 
-    def batch_import(self, requests: list[ChatRequest], path: str | Path) -> dict:
-        """Read a Batch API output file; store every reply that validates in the cache (so the
-        next :meth:`run` sends nothing for them). Returns counts and the per-key errors."""
+    def batch_import(self, requests: list[ChatRequest], paths: str | Path | list) -> dict:
+        """Read Batch API output files (one path or a list, in any order, in one call or over
+        several calls); store every reply that validates in the cache, so the next :meth:`run`
+        (or export) leaves them out. Returns counts over all files and the errors of keys still
+        without a reply (a key that failed in one file and came back in another is no error)."""
         if self.cache is None:
             raise ValueError("batch_import needs cache_path: the imported replies are kept there")
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: batch results file not found")
+        given = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+        if not given:
+            raise ValueError("batch_import: no results file given")
+        for path in given:
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: batch results file not found")
         by_key = {r.key: r for r in requests}
         counts = {"imported": 0, "invalid": 0, "failed": 0, "unknown": 0}
         errors: dict[str, str] = {}
+        for path in given:
+            file_counts = self._import_file(path, by_key, errors)
+            for k, v in file_counts.items():
+                counts[k] += v
+            log.info("batch import from %s: %s", path, file_counts)
+        errors = {k: v for k, v in errors.items() if k not in by_key or self.cached(by_key[k]) is None}
+        return {**counts, "files": len(given), "errors": errors}
+
+    def _import_file(self, path: Path, by_key: dict[str, ChatRequest], errors: dict[str, str]) -> dict:
+        counts = {"imported": 0, "invalid": 0, "failed": 0, "unknown": 0}
         with path.open(encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
@@ -581,13 +667,25 @@ class LLMClient:
                 self.cache.put(self.cache_key(req), self.cfg.model, req.prompt_version,
                                messages_hash(req.messages), key, text, usage)
                 counts["imported"] += 1
-        log.info("batch import from %s: %s", path, counts)
-        return {**counts, "errors": errors}
+        return counts
 
     def close(self) -> None:
         if self._cache is not None:
             self._cache.close()
             self._cache = None
+
+
+def _part_path(path: Path, index: int) -> Path:
+    return path.with_name(f"{path.stem}.part{index:03d}{path.suffix}")
+
+
+def batch_part_files(path: str | Path) -> list[Path]:
+    """The part files a split :meth:`LLMClient.batch_export` to ``path`` wrote, in order."""
+    path = Path(path)
+    pattern = re.compile(re.escape(path.stem) + r"\.part\d{3}" + re.escape(path.suffix) + "$")
+    if not path.parent.is_dir():
+        return []
+    return sorted(p for p in path.parent.iterdir() if pattern.match(p.name))
 
 
 def openai_limits() -> Any:

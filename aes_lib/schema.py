@@ -301,6 +301,7 @@ class BenchItem(Record):
     image_id: str = ""
     annotator_kind: str = ""       # kind of the critiques the answer / reference came from
                                    # (simulated / human / imported / mixed); "" when not from critiques
+    options_text: str = ""         # AesBench files: the Options string as given, sent verbatim
 
     def validate(self, name: str | None = None) -> None:
         name = name or self.label()

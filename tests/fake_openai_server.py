@@ -15,13 +15,19 @@ Behaviour switches (``mode``), set at start or later through ``POST /_control``:
 - ``bad_body``: HTTP 200 with a body that is not JSON at all.
 - ``missing_fields``: HTTP 200, content is a JSON object without the fields a caller expects.
 - ``401`` / ``404``: every request is refused (a wrong key / an unknown model), as OpenAI does.
+- ``400_model`` / ``400_nodb``: every request gets HTTP 400 as a LiteLLM proxy answers an
+  unknown model ("Invalid model name passed in model=...") or a virtual key it cannot check
+  ("No connected db.").
+- ``400_bad_request``: every request gets an ordinary HTTP 400 about that request alone (an
+  image the server cannot read): a client must not stop the run for it.
 
 ``latency_ms`` delays every answer. ``responder`` (``"module:function"``, importable in the
 server process, e.g. a file next to this one) maps the request body (a dict) to the reply
 content (a string); evaluation and generation tests plug in their own.
 
 Endpoints besides the API: ``GET /_stats`` (``requests``: count of API requests, ``by_hash``:
-count per sha256 of the canonical ``messages`` JSON, ``last_body``), ``POST /_control``
+count per sha256 of the canonical ``messages`` JSON, ``last_body``, ``last_authorization``: the
+last request's Authorization header), ``POST /_control``
 (JSON with any of ``mode, fail_count, latency_ms, hang_s, responder``), ``POST /_reset``
 (zero the counters).
 
@@ -46,7 +52,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 MODES = ("ok", "429_then_ok", "500", "500_then_ok", "timeout", "timeout_then_ok", "non_json",
-         "bad_body", "missing_fields", "401", "404")
+         "bad_body", "missing_fields", "401", "404", "400_model", "400_nodb", "400_bad_request")
 
 
 def messages_hash(messages: Any) -> str:
@@ -71,6 +77,7 @@ class State:
         self.requests = 0
         self.by_hash: dict[str, int] = {}
         self.last_body: Any = None
+        self.last_authorization = ""
 
     def set_responder(self, name: str) -> None:
         if not name:
@@ -91,7 +98,7 @@ class State:
 
     def stats(self) -> dict:
         return {"requests": self.requests, "by_hash": self.by_hash, "mode": self.mode,
-                "last_body": self.last_body}
+                "last_body": self.last_body, "last_authorization": self.last_authorization}
 
 
 def _completion(body: dict, content: str) -> dict:
@@ -108,7 +115,8 @@ def _completion(body: dict, content: str) -> dict:
     }
 
 
-async def _answer(state: State, method: str, path: str, raw: bytes) -> tuple[int, bytes, str]:
+async def _answer(state: State, method: str, path: str, raw: bytes,
+                  authorization: str = "") -> tuple[int, bytes, str]:
     """Return (status, body bytes, content type)."""
     if method == "GET" and path == "/_stats":
         return 200, json.dumps(state.stats()).encode(), "application/json"
@@ -125,6 +133,7 @@ async def _answer(state: State, method: str, path: str, raw: bytes) -> tuple[int
         return 404, json.dumps({"error": {"message": f"no route {method} {path}"}}).encode(), \
             "application/json"
     state.requests += 1
+    state.last_authorization = authorization
     n = state.requests
     try:
         body = json.loads(raw)
@@ -146,6 +155,18 @@ async def _answer(state: State, method: str, path: str, raw: bytes) -> tuple[int
     if mode == "404":
         return 404, b'{"error": {"message": "The model does not exist (fake)", "code": "model_not_found"}}', \
             "application/json"
+    if mode == "400_model":
+        message = (f"/chat/completions: Invalid model name passed in model={body.get('model')}. "
+                   "Call `/v1/models` to view available models for your key.")
+        return 400, json.dumps({"error": {"message": message, "type": "None", "param": "None",
+                                          "code": "400"}}).encode(), "application/json"
+    if mode == "400_nodb":
+        return 400, json.dumps({"error": {"message": "No connected db.", "type": "no_db_connection",
+                                          "param": None, "code": "400"}}).encode(), "application/json"
+    if mode == "400_bad_request":
+        return 400, json.dumps({"error": {"message": "Invalid image data (fake)",
+                                          "type": "invalid_request_error", "param": "messages",
+                                          "code": "400"}}).encode(), "application/json"
     if mode == "500" or (mode == "500_then_ok" and failing):
         return 500, b'{"error": {"message": "internal error (fake)"}}', "application/json"
     if mode == "timeout" or (mode == "timeout_then_ok" and failing):
@@ -185,7 +206,8 @@ async def _handle(state: State, reader: asyncio.StreamReader, writer: asyncio.St
                 headers[k.strip().lower()] = v.strip()
             length = int(headers.get("content-length", "0") or 0)
             raw = await reader.readexactly(length) if length else b""
-            status, body, ctype = await _answer(state, method, path.split("?")[0], raw)
+            status, body, ctype = await _answer(state, method, path.split("?")[0], raw,
+                                                headers.get("authorization", ""))
             extra = "retry-after-ms: 10\r\n" if status == 429 else ""
             writer.write((f"HTTP/1.1 {status} {_REASONS.get(status, 'X')}\r\n"
                           f"content-type: {ctype}\r\ncontent-length: {len(body)}\r\n{extra}"

@@ -8,6 +8,7 @@ import json
 import logging
 import random
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -177,9 +178,9 @@ def test_batch_export_and_import_fill_the_cache(fake, tmp_path):
     cache = str(tmp_path / "c.sqlite")
     reqs = [req(f"k{i}", f"text {i}") for i in range(3)]
     client = make_client(fake, cache_path=cache)
-    n = client.batch_export(reqs, tmp_path / "batch.jsonl")
+    export = client.batch_export(reqs, tmp_path / "batch.jsonl")
     lines = [json.loads(x) for x in (tmp_path / "batch.jsonl").read_text().splitlines()]
-    assert n == 3 and [x["custom_id"] for x in lines] == ["k0", "k1", "k2"]
+    assert export["requests"] == 3 and len(export["files"]) == 1 and [x["custom_id"] for x in lines] == ["k0", "k1", "k2"]
     assert lines[0]["url"] == "/v1/chat/completions" and lines[0]["body"]["messages"] == reqs[0].messages
     results = [{"custom_id": "k0", "response": {"status_code": 200, "body": {
                    "choices": [{"message": {"content": '{"reply": "from batch"}'}}],
@@ -194,7 +195,65 @@ def test_batch_export_and_import_fill_the_cache(fake, tmp_path):
     out = client.run(reqs, progress=False)
     assert out[0].cached and out[0].parsed == {"reply": "from batch"}
     assert fake.requests() == 2  # only the two that the batch did not answer
-    assert client.batch_export(reqs, tmp_path / "again.jsonl") == 0
+    assert client.batch_export(reqs, tmp_path / "again.jsonl")["requests"] == 0
+
+
+def _batch_results(path: Path, ok: bool = True) -> list[dict]:
+    """Batch API output lines answering the requests of one input file (reply = its text)."""
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    return [{"custom_id": r["custom_id"], "response": {"status_code": 200, "body": {
+                "choices": [{"message": {"content": json.dumps({"reply": r["body"]["messages"][0]["content"]})}}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 4}}}} if ok else
+            {"custom_id": r["custom_id"], "error": {"message": "expired"}} for r in rows]
+
+
+def test_batch_export_splits_within_limits_and_import_resumes_across_files(fake, tmp_path):
+    from aes_lib.client import batch_part_files
+
+    reqs = [req(f"k{i:02d}", f"text {i} " + "x" * (400 if i % 7 == 3 else 0)) for i in range(23)]
+    client = make_client(fake, cache_path=str(tmp_path / "c.sqlite"))
+    (tmp_path / "batch.part009.jsonl").write_text("stale part of an earlier export\n")
+    export = client.batch_export(reqs, tmp_path / "batch.jsonl", max_requests=5, max_bytes=1400)
+    files = [Path(f["path"]) for f in export["files"]]
+    sizes = [f["requests"] for f in export["files"]]
+    assert 5 in sizes and min(sizes[:-1]) < 5   # both limits bind somewhere
+    assert files == batch_part_files(tmp_path / "batch.jsonl") and len(files) >= 5
+    assert not (tmp_path / "batch.jsonl").exists() and not (tmp_path / "batch.part009.jsonl").exists()
+    keys = []
+    for f, info in zip(files, export["files"]):
+        data = f.read_bytes()
+        lines = data.decode().splitlines()
+        assert len(lines) == info["requests"] <= 5 and len(data) == info["bytes"] <= 1400
+        keys += [json.loads(x)["custom_id"] for x in lines]
+    assert keys == [r.key for r in reqs] and export["requests"] == 23   # each once, in order
+    # the results of the first two files come back: imported in one call
+    for i, f in enumerate(files):
+        (tmp_path / f"out{i}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _batch_results(f)))
+    counts = client.batch_import(reqs, [tmp_path / "out0.jsonl", tmp_path / "out1.jsonl"])
+    done = export["files"][0]["requests"] + export["files"][1]["requests"]
+    assert counts["imported"] == done and counts["files"] == 2 and not counts["errors"]
+    # resume: a new export holds only what is still missing
+    again = client.batch_export(reqs, tmp_path / "batch.jsonl", max_requests=5, max_bytes=1400)
+    assert again["requests"] == 23 - done
+    # the rest arrive later, in any order, one failing file re-sent and answered afterwards
+    later = [tmp_path / f"out{i}.jsonl" for i in range(2, len(files))][::-1]
+    (tmp_path / "failed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _batch_results(files[2], ok=False)))
+    counts = client.batch_import(reqs, [tmp_path / "failed.jsonl", *later])
+    assert counts["failed"] == export["files"][2]["requests"] and counts["imported"] == 23 - done
+    assert not counts["errors"]   # failed in one file, answered in another: no error left
+    assert client.batch_export(reqs, tmp_path / "batch.jsonl", max_requests=5)["requests"] == 0
+    out = client.run(reqs, progress=False)
+    assert fake.requests() == 0 and all(r.cached for r in out)
+    assert out[22].parsed == {"reply": reqs[22].messages[0]["content"]}
+
+
+def test_batch_export_one_file_when_within_limits_and_refuses_an_oversized_request(fake, tmp_path):
+    reqs = [req(f"k{i}", f"text {i}") for i in range(4)]
+    client = make_client(fake)
+    export = client.batch_export(reqs, tmp_path / "b.jsonl", max_requests=4)
+    assert [f["path"] for f in export["files"]] == [str(tmp_path / "b.jsonl")]
+    with pytest.raises(ValueError, match="'k0' alone is .* bytes"):
+        client.batch_export(reqs, tmp_path / "b.jsonl", max_bytes=50)
 
 
 def test_estimate_sends_nothing(fake):
@@ -234,7 +293,9 @@ def test_image_data_url(tmp_path):
         image_data_url(tmp_path / "missing.png")
 
 
-@pytest.mark.parametrize("mode, words", [("401", "API key was refused"), ("404", "does not exist")])
+@pytest.mark.parametrize("mode, words", [("401", "API key was refused"), ("404", "does not exist"),
+                                         ("400_model", "model is unknown.*Invalid model name"),
+                                         ("400_nodb", "cannot check keys.*No connected db")])
 def test_refused_key_or_model_stops_the_run_at_once(fake, mode, words):
     from aes_lib.client import FatalAPIError
 
@@ -243,5 +304,30 @@ def test_refused_key_or_model_stops_the_run_at_once(fake, mode, words):
     requests = [ChatRequest(f"k{i}", [{"role": "user", "content": f"question {i}"}]) for i in range(20)]
     with pytest.raises(FatalAPIError, match=words) as e:
         client.run(requests, progress=False)
-    assert "HTTP " + mode in str(e.value) and SECRET not in str(e.value)
+    assert "HTTP " + mode[:3] in str(e.value) and SECRET not in str(e.value)
     assert fake.requests() == 1   # not 20 requests, each refused in turn, and no retries
+
+
+def test_fatal_reason_reads_the_status_and_the_message():
+    from aes_lib.client import fatal_reason
+
+    class Refused(Exception):
+        def __init__(self, status, message):
+            super().__init__(message)
+            self.status_code, self.body = status, None
+
+    assert fatal_reason(Refused(401, "x")) == "the API key was refused"
+    assert "unknown" in fatal_reason(Refused(400, "The model `gpt-x` does not exist or you do not have access"))
+    assert "no connected db" in fatal_reason(Refused(400, "No connected db."))
+    for status, message in ((400, "The image file does not exist"), (400, "max_tokens is too large"),
+                            (500, "No connected db."), (429, "Invalid model name")):
+        assert fatal_reason(Refused(status, message)) is None, (status, message)
+
+
+def test_an_ordinary_400_fails_its_own_request_only(fake):
+    fake.control(mode="400_bad_request")
+    client = make_client(fake, concurrency=2, max_retries=3)
+    requests = [ChatRequest(f"k{i}", [{"role": "user", "content": f"question {i}"}]) for i in range(5)]
+    results = client.run(requests, progress=False)
+    assert [r.ok for r in results] == [False] * 5 and "Invalid image data" in results[0].error
+    assert fake.requests() == 5   # each sent once: not retried, not stopping the others

@@ -235,9 +235,13 @@ def test_aesbench_layout_run_writes_responses_and_scores_with_key(tmp_path, tiny
     cfg = EvalConfig(out_dir=str(tmp_path / "o"), bench=str(root / "ann.json"), key=str(tmp_path / "key.json"),
                      progress=False, n_boot=50)
     summary = evaluate_model(cfg, "tiny", loaded=tiny[1:])
-    resp = read_aesbench_responses(tmp_path / "o" / "eval" / "responses_tiny.json")
+    folder = tmp_path / "o" / "eval" / "responses_tiny"
+    assert sorted(p.name for p in folder.iterdir()) == ["test_AesA1.json", "test_AesI.json", "test_AesP.json"]
+    resp = read_aesbench_responses(folder)
     assert set(resp) == {f"{f}:{d}" for f in files[:2] for d in ("AesP", "AesA", "AesI")}
-    assert all(resp[f"{f}:AesP"] in ("A", "B") for f in files[:2])
+    # the likelihood method's reply is the chosen option as listed, never a bare letter
+    assert all(resp[f"{f}:AesP"] in ("A. Yes", "B. No") for f in files[:2])
+    assert all(resp[f"{f}:AesA"] in ("A. high", "B. medium", "C. low") for f in files[:2])
     dims = {r["dimension"] for r in summary["rows"]}
     assert dims == {"AesP", "AesA", "AesI"}
 

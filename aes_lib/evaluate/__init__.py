@@ -9,7 +9,7 @@ CLI::
 
     aes evaluate build-bench [--out-dir outputs]
     aes evaluate run --model PATH [--adapter PATH] | --api MODEL  [--bench FILE] [--name NAME]
-    aes evaluate score --format aesbench --responses FILE --key FILE [--bench FILE]
+    aes evaluate score --format aesbench --responses FILE|DIR [FILE ...] --key FILE [--bench FILE]
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {
         "out_dir": args.out_dir, "bench": args.bench, "image_root": args.images, "key": args.key,
         "method": args.method, "mode": args.mode, "reduce": args.reduce, "judge": args.judge,
-        "judge_model": args.judge_model, "base_url": args.base_url, "limit": args.limit,
+        "judge_model": args.judge_model, "base_url": args.base_url,
+        "api_key_env": args.api_key_env, "limit": args.limit,
         "device": args.device, "dtype": args.dtype, "seed": args.seed}.items() if v is not None}
     cfg = EvalConfig.from_yaml(args.config, **overrides) if args.config else EvalConfig.from_dict(overrides)
     name = args.name or (f"api-{args.api}" if args.api else
@@ -108,7 +109,9 @@ def register_cli(subparsers) -> None:
     r.add_argument("--reduce", choices=("sum", "mean"))
     r.add_argument("--judge", choices=("proxy-overlap", "api"))
     r.add_argument("--judge-model")
-    r.add_argument("--base-url")
+    r.add_argument("--base-url", help="OpenAI-compatible endpoint of --api and the api judge")
+    r.add_argument("--api-key-env", help="NAME of the environment variable with the API key "
+                                         "(default OPENAI_API_KEY)")
     r.add_argument("--limit", type=int)
     r.add_argument("--device")
     r.add_argument("--dtype")
@@ -117,7 +120,8 @@ def register_cli(subparsers) -> None:
 
     s = sub.add_parser("score", help="score a responses file against a key file")
     s.add_argument("--format", default="aesbench", choices=("aesbench",))
-    s.add_argument("--responses", required=True)
+    s.add_argument("--responses", required=True, nargs="+",
+                   help="responses file(s), or the folder of AesBench's official test_Aes{P,E,A1,I}.json")
     s.add_argument("--key", required=True)
     s.add_argument("--bench", help="the AesBench annotation file (options); optional")
     s.add_argument("--name")

@@ -6,7 +6,9 @@ Every answerer returns one prediction dict per item::
      "pred" (letter or ""), "response" (text), "parsed" (bool), "method", "scores" (list|None)}
 
 ``pred`` is ``""`` when the response names no option; such an item counts as wrong and is
-listed under ``unparsed`` in the results.
+listed under ``unparsed`` in the results. ``response`` is always a reply as a model would give
+it: the likelihood method writes the chosen option as the prompt lists it (``"B. No"``), never
+a bare letter (AesBench's scripts re-ask any reply shorter than 3 characters).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from aes_lib.evaluate.bench import mcq_prompt, prompt_file, prompt_yaml
+from aes_lib.evaluate.bench import listed_option, mcq_prompt, prompt_file, prompt_yaml
 from aes_lib.evaluate.extract import extract_option
 from aes_lib.schema import GRADE_SCORE, GRADES, BenchItem, option_letters
 
@@ -111,8 +113,8 @@ def answer_local(items: Sequence[BenchItem], model, processor, image_root: str |
         for it, scores in zip(mcq, scorer.score(queries, progress=progress)):
             best = max(range(len(scores)), key=scores.__getitem__)
             letter = option_letters(len(it.options))[best]
-            preds[it.id] = _record(it, f"likelihood:{mode}:{reduce}", letter, letter,
-                                   [round(s, 6) for s in scores])
+            preds[it.id] = _record(it, f"likelihood:{mode}:{reduce}", listed_option(it, best),
+                                   letter, [round(s, 6) for s in scores])
     elif mcq:
         texts = generate_texts(model, processor, [prompts[i.id] for i in mcq], [paths[i.id] for i in mcq],
                                max_new_tokens, batch_size, progress)

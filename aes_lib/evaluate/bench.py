@@ -4,8 +4,10 @@
   critiques (:func:`build_benchmark`): answers of technical / colour-light / composition
   questions come from the recorded degradation ground truth, the rest from the critiques'
   consensus; AesI references are the critiques' descriptions.
-* AesBench's own layout (:func:`load_aesbench`, :func:`write_aesbench_responses`,
-  :func:`load_aesbench_key`): one JSON object keyed by image file name.
+* AesBench's own layout (:func:`load_aesbench`, :func:`write_official_responses`,
+  :func:`read_aesbench_responses`, :func:`load_aesbench_key`): one JSON object keyed by image
+  file name; prompts built with AesBench's official strings (:func:`official_prompt`), replies
+  written as its four official response files.
 * Score datasets (``[{image, gt_score}]``, the AVA / PARA / TAD66K test-split layout).
 
 Every reader raises ``ValueError`` naming the file, the image and the field of a bad entry.
@@ -13,10 +15,12 @@ Every reader raises ``ValueError`` naming the file, the image and the field of a
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -27,12 +31,17 @@ from aes_lib.schema import (ATTRIBUTE_LABELS, GRADE_TO_LEVEL, BenchItem, Critiqu
 log = logging.getLogger(__name__)
 
 BENCH_PROMPTS = "eval_bench_v1.yaml"
+#: AesBench's official prompt strings (sent byte for byte on AesBench annotation files).
+OFFICIAL_PROMPTS = "eval_aesbench_official_v1.yaml"
 #: AesBench's per-image keys and the dimension each holds.
 AESBENCH_KEYS: dict[str, str] = {"AesP_data": "AesP", "AesE_data": "AesE", "AesA1_data": "AesA",
                                  "AesI_data": "AesI"}
 #: AesBench's response key of each dimension.
 RESPONSE_KEYS: dict[str, str] = {"AesP": "AesP_response", "AesE": "AesE_response",
                                  "AesA": "AesA1_response", "AesI": "AesI_response"}
+#: The response file AesBench's official scripts write for each dimension.
+RESPONSE_FILES: dict[str, str] = {"AesP": "test_AesP.json", "AesE": "test_AesE.json",
+                                  "AesA": "test_AesA1.json", "AesI": "test_AesI.json"}
 
 
 def prompt_file(name: str) -> str:
@@ -235,13 +244,25 @@ def build_benchmark(images: Sequence[ImageRecord], critiques: Iterable[Critique]
 _OPTION_LINE = re.compile(r"^\s*\(?([A-Z])\s*[.):]\s*(.*?)\s*$")
 
 
+def options_string(text: Any, where: str) -> str:
+    """The Options field as the prompt carries it: a string as is; a list (not AesBench's own
+    layout, accepted for convenience) joined with newlines."""
+    if isinstance(text, str):
+        return text
+    if isinstance(text, list) and all(isinstance(x, str) for x in text):
+        return "\n".join(text)
+    raise ValueError(f"{where}: expected a newline-separated string of lettered options, "
+                     f"got {type(text).__name__}")
+
+
+def listed_lines(text: Any, where: str = "Options") -> list[str]:
+    """The non-blank lines of an Options field, each with its letter, ends stripped."""
+    return [line.strip() for line in options_string(text, where).splitlines() if line.strip()]
+
+
 def parse_options(text: Any, where: str) -> list[str]:
     """``"A. Yes\\nB. No"`` (or a list of such lines) -> ``["Yes", "No"]``; letters must run A, B, ..."""
-    lines = text if isinstance(text, list) else str(text).splitlines() if isinstance(text, str) else None
-    if lines is None:
-        raise ValueError(f"{where}: expected a newline-separated string of lettered options, "
-                         f"got {type(text).__name__}")
-    lines = [str(line) for line in lines if str(line).strip()]
+    lines = listed_lines(text, where)
     options = []
     for i, line in enumerate(lines):
         m = _OPTION_LINE.match(line)
@@ -280,17 +301,66 @@ def load_aesbench(path: str | Path, image_dir: str | Path | None = None,
                     or not block["Question"].strip():
                 raise ValueError(f"{fwhere}: expected {{Question, Options}} with a non-empty Question")
             options = [] if dim == "AesI" else parse_options(block.get("Options"), f"{fwhere}.Options")
+            options_text = "" if dim == "AesI" else options_string(block["Options"], f"{fwhere}.Options")
+            # Question and Options stay verbatim: official_prompt sends them byte for byte
             items.append(BenchItem(id=f"{image}:{dim}", image=image, dimension=dim,
-                                   question=block["Question"].strip(), options=options,
+                                   question=block["Question"], options=options,
+                                   options_text=options_text,
                                    source=str(src), image_id=image,
                                    attribute=str(block.get("Attribute", "") or ""),
                                    qtype=str(block.get("Type", "") or "")))
     return items
 
 
+@lru_cache(maxsize=None)
+def _official_strings() -> tuple[str, dict[str, str]]:
+    q = prompt_yaml(OFFICIAL_PROMPTS)
+    return q["choose"], q["ending"]
+
+
+def official_prompt(item: BenchItem) -> str:
+    """AesBench's official prompt for an item of an AesBench file: ``Question + " Choose one from
+    the following options:\\n" + Options + ending`` (AesP, AesE: "...option without explanation.",
+    AesA1: "...option."), the bare ``Question`` for AesI; Question and Options verbatim."""
+    if item.dimension == "AesI":
+        return item.question
+    choose, ending = _official_strings()
+    return item.question + choose + item.options_text + ending[RESPONSE_KEYS[item.dimension][:-len("_response")]]
+
+
+def listed_option(item: BenchItem, index: int) -> str:
+    """Option ``index`` as the prompt lists it, letter included: the Options line of an AesBench
+    item (ends stripped, e.g. ``"B.No"``), ``"B. No"`` for the project's items."""
+    if item.options_text:
+        return listed_lines(item.options_text)[index]
+    return f"{option_letters(len(item.options))[index]}. {item.options[index]}"
+
+
+def write_official_responses(folder: str | Path, items: Sequence[BenchItem],
+                             responses: dict[str, str]) -> list[Path]:
+    """AesBench's four response files in ``folder``: ``test_AesP.json``, ``test_AesE.json``,
+    ``test_AesA1.json``, ``test_AesI.json``, each ``{image: {"<Dim>_response": reply}}`` in the
+    items' order, serialised as the official scripts do (``json.dumps(answers, indent=4)``:
+    ASCII with ``\\u`` escapes, no final newline). A dimension without replies gets no file."""
+    from aes_lib.io import atomic_write_bytes
+
+    folder = Path(folder)
+    written = []
+    for dim, fname in RESPONSE_FILES.items():
+        answers: dict[str, dict[str, str]] = {}
+        for it in items:
+            if it.dimension == dim and it.id in responses:
+                answers[it.image] = {RESPONSE_KEYS[dim]: responses[it.id]}
+        if answers:
+            written.append(atomic_write_bytes(folder / fname,
+                                              json.dumps(answers, indent=4).encode("ascii")))
+    return written
+
+
 def write_aesbench_responses(path: str | Path, items: Sequence[BenchItem],
                              responses: dict[str, str]) -> Path:
-    """``{image: {"AesP_response": ..., ...}}``, AesBench's response layout."""
+    """All dimensions in one file, ``{image: {"AesP_response": ..., ...}}`` (a merged form; the
+    official scripts write one file per dimension, see :func:`write_official_responses`)."""
     from aes_lib.io import write_json
 
     out: dict[str, dict[str, str]] = {}
@@ -300,8 +370,45 @@ def write_aesbench_responses(path: str | Path, items: Sequence[BenchItem],
     return write_json(path, out)
 
 
-def read_aesbench_responses(path: str | Path) -> dict[str, str]:
-    """Responses file -> ``{item_id: text}`` (item ids as :func:`load_aesbench` makes them)."""
+def response_files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The response files named by ``paths``: files as given; a folder gives the official files
+    it holds (``test_AesP.json``, ``test_AesE.json``, ``test_AesA1.json``, ``test_AesI.json``)."""
+    given = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not given:
+        raise ValueError("no responses file given")
+    files: list[Path] = []
+    for p in map(Path, given):
+        if p.is_dir():
+            found = [p / f for f in RESPONSE_FILES.values() if (p / f).is_file()]
+            if not found:
+                raise FileNotFoundError(f"{p}: folder holds none of the response files "
+                                        f"{', '.join(RESPONSE_FILES.values())}")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: responses file or folder not found")
+    return files
+
+
+def read_aesbench_responses(paths: str | Path | Sequence[str | Path]) -> dict[str, str]:
+    """Response files -> ``{item_id: text}`` (item ids as :func:`load_aesbench` makes them).
+
+    ``paths``: one file, a folder of the official files (see :func:`response_files`) or a list
+    of files and folders; the same image and field in two files is an error."""
+    out: dict[str, str] = {}
+    origin: dict[str, Path] = {}
+    for path in response_files(paths):
+        for item_id, text in _read_response_file(path).items():
+            if item_id in out:
+                image, dim = item_id.rsplit(":", 1)
+                raise ValueError(f"{path}: image {image!r}: field {RESPONSE_KEYS[dim]!r} is also in "
+                                 f"{origin[item_id]}")
+            out[item_id], origin[item_id] = text, path
+    return out
+
+
+def _read_response_file(path: Path) -> dict[str, str]:
     from aes_lib.io import read_json
 
     data = read_json(path)
@@ -402,7 +509,11 @@ def detect_format(path: str | Path) -> str:
 
 
 def mcq_prompt(item: BenchItem, template: str | None = None) -> str:
-    """AesBench's multiple-choice prompt: question, 'Choose one from the following options:', options."""
+    """The multiple-choice prompt: AesBench's official one (:func:`official_prompt`) for items of
+    an AesBench file; for the project's items, ``template`` (default ``eval_mcq_v1.txt``) filled
+    with the question and ``A. <option>`` lines."""
+    if item.options_text:
+        return official_prompt(item)
     template = template or prompt_file("eval_mcq_v1.txt")
     lines = "\n".join(f"{letter}. {text}" for letter, text in zip(option_letters(len(item.options)),
                                                                    item.options))
@@ -434,8 +545,9 @@ def dumps_options(options: Sequence[str]) -> str:
     return "\n".join(f"{l}. {o}" for l, o in zip(option_letters(len(options)), options))
 
 
-__all__ = ["AESBENCH_KEYS", "RESPONSE_KEYS", "Consensus", "build_benchmark", "consensus",
-           "detect_format", "dumps_options", "load_aesbench", "load_aesbench_key",
-           "load_score_dataset", "mcq_prompt", "parse_options", "prompt_file", "prompt_yaml",
-           "read_aesbench_responses", "read_benchmark", "scale_order", "write_aesbench_responses",
-           "write_benchmark"]
+__all__ = ["AESBENCH_KEYS", "OFFICIAL_PROMPTS", "RESPONSE_FILES", "RESPONSE_KEYS", "Consensus",
+           "build_benchmark", "consensus", "detect_format", "dumps_options", "listed_option",
+           "load_aesbench", "load_aesbench_key", "load_score_dataset", "mcq_prompt",
+           "official_prompt", "options_string", "parse_options", "prompt_file", "prompt_yaml",
+           "read_aesbench_responses", "read_benchmark", "response_files", "scale_order",
+           "write_aesbench_responses", "write_benchmark", "write_official_responses"]

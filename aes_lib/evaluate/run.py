@@ -3,7 +3,8 @@
 Outputs (under ``out_dir``, see docs/CONTRACTS.md): ``eval/benchmark.jsonl``,
 ``eval/predictions_<model>.jsonl``, ``eval/results_<model>.json``, ``eval/results.csv`` (the
 rows of every evaluated model), ``eval/config_<model>.json`` (the resolved config), and for
-AesBench-layout input ``eval/responses_<model>.json`` in AesBench's response layout.
+AesBench-layout input ``eval/responses_<model>/test_Aes{P,E,A1,I}.json``, AesBench's four
+official response files.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class EvalConfig(Config):
     judge_model: str = field(default="", metadata={"help": "judge model name (judge=api)"})
     base_url: str = field(default="", metadata={
         "help": "OpenAI-compatible endpoint for API models and the API judge; empty = OpenAI"})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={
+        "help": "NAME of the environment variable holding the API key (the key is never stored)"})
     api_settings: dict = field(default_factory=dict, metadata={
         "help": "more aes_lib.client.ClientConfig keys for API models and the judge, e.g. "
                 "{requests_per_minute: 60, concurrency: 4, max_retries: 5}"})
@@ -65,6 +68,8 @@ class EvalConfig(Config):
         require(self.reduce in ("sum", "mean"), "reduce", "must be sum or mean")
         require(self.judge in ("proxy-overlap", "api"), "judge", "must be proxy-overlap or api")
         require(self.judge != "api" or bool(self.judge_model), "judge_model", "needed when judge=api")
+        require(bool(self.api_key_env.strip()) and not self.api_key_env.startswith("sk-"),
+                "api_key_env", "must be the NAME of an environment variable, not a key")
         for k in ("batch_images", "batch_size", "max_new_tokens", "open_max_new_tokens", "n_boot"):
             require(getattr(self, k) >= 1, k, "must be at least 1")
         require(self.limit >= 0, "limit", "must be 0 or more")
@@ -82,7 +87,7 @@ class EvalConfig(Config):
         return Path(self.bench) if self.bench else self.eval_dir / "benchmark.jsonl"
 
     def client_cfg(self, model: str) -> dict[str, Any]:
-        cfg: dict[str, Any] = {**self.api_settings, "model": model,
+        cfg: dict[str, Any] = {"api_key_env": self.api_key_env, **self.api_settings, "model": model,
                                "cache_path": self.api_cache or str(self.eval_dir / "api_cache.db")}
         if self.base_url:
             cfg["base_url"] = self.base_url
@@ -165,6 +170,40 @@ def _load_local(model_path: str | Path, adapter: str | Path | None, cfg: EvalCon
     return load_model_and_processor(model_path, adapter=adapter, dtype=cfg.dtype, device=device)
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def is_hub_id(model: str | Path) -> bool:
+    """``owner/name`` that is not an existing path: a Hugging Face hub id."""
+    return not Path(model).exists() and bool(_HUB_ID.fullmatch(str(model))) \
+        and not str(model).startswith(".")
+
+
+def resolve_model_path(model: str | Path) -> Path | str:
+    """A local model folder, or the folder of a hub id (``llava-hf/llava-1.5-7b-hf``) in the local
+    Hugging Face cache (``HF_HUB_CACHE`` / ``HF_HOME``), found without the network. A hub id not
+    in the cache is returned as is for ``from_pretrained`` to download, unless ``HF_HUB_OFFLINE``
+    is set, which makes it an error saying how to fetch it."""
+    if Path(model).exists():
+        return Path(model)
+    if not is_hub_id(model):
+        raise FileNotFoundError(f"{model}: model folder not found (nor an 'owner/name' hub id)")
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(str(model), local_files_only=True))
+    except LocalEntryNotFoundError:
+        if constants.HF_HUB_OFFLINE:
+            raise FileNotFoundError(
+                f"{model}: hub id not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+                f"HF_HUB_OFFLINE is set: fetch it first (hf download {model})") from None
+        log.info("%s: not in the local Hugging Face cache; from_pretrained will download it", model)
+        return str(model)
+    log.info("%s: resolved from the local Hugging Face cache to %s", model, folder)
+    return folder
+
+
 def tiny_model(cfg: EvalConfig) -> Path:
     """``--model tiny``: the embedded tiny LLaVA (random weights), built once under ``eval/``."""
     from aes_lib.models import build_tiny_llava
@@ -180,7 +219,8 @@ def evaluate_model(cfg: EvalConfig, name: str, model_path: str | Path | None = N
                    loaded: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """Answer, judge and score the configured benchmark with one model; write its files.
 
-    Exactly one of ``model_path`` (a saved LLaVA-family folder, ``adapter`` optional; ``"tiny"``
+    Exactly one of ``model_path`` (a saved LLaVA-family folder or a hub id resolved through the
+    local Hugging Face cache, see :func:`resolve_model_path`; ``adapter`` optional; ``"tiny"``
     for the embedded tiny LLaVA),
     ``api_model`` (an OpenAI-compatible vision model) or ``loaded`` (``(model, processor)``).
     """
@@ -198,15 +238,17 @@ def evaluate_model(cfg: EvalConfig, name: str, model_path: str | Path | None = N
     model = processor = None
     if model_path is not None and str(model_path) == "tiny":
         model_path = tiny_model(cfg)
+    resolved = None
     if api_model is None:
-        if model_path is not None and not Path(model_path).exists():
-            raise FileNotFoundError(f"{model_path}: model folder not found")
-        model, processor = loaded if loaded is not None else _load_local(model_path, adapter, cfg)
+        if model_path is not None:
+            resolved = resolve_model_path(model_path)
+        model, processor = loaded if loaded is not None else _load_local(resolved, adapter, cfg)
     t_load = time.perf_counter() - t0
     cfg.eval_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(cfg.eval_dir / f"config_{fname}.json")
     summary: dict[str, Any] = {
-        "model": name, "model_path": str(model_path or ""), "adapter": str(adapter or ""),
+        "model": name, "model_path": str(model_path or ""),
+        "model_folder": str(resolved or ""), "adapter": str(adapter or ""),
         "api_model": api_model or "", "benchmark": str(cfg.bench_path), "format": fmt,
         "label": "measured by this run", "load_seconds": round(t_load, 3)}
     t1 = time.perf_counter()
@@ -250,8 +292,8 @@ def evaluate_model(cfg: EvalConfig, name: str, model_path: str | Path | None = N
                        mcq_seconds=round(t_mcq, 3),
                        mcq_questions_per_second=round(n_mcq / t_mcq, 3) if t_mcq and n_mcq else None)
         if fmt == "aesbench":
-            B.write_aesbench_responses(cfg.eval_dir / f"responses_{fname}.json", items,
-                                       {p["id"]: p["pred"] or p["response"] for p in preds})
+            B.write_official_responses(cfg.eval_dir / f"responses_{fname}", items,
+                                       {p["id"]: p["response"] for p in preds})
     summary["rows"] = rows
     write_jsonl(cfg.eval_dir / f"predictions_{fname}.jsonl", preds)
     write_json(cfg.eval_dir / f"results_{fname}.json", summary)
@@ -261,17 +303,19 @@ def evaluate_model(cfg: EvalConfig, name: str, model_path: str | Path | None = N
     return summary
 
 
-def score_aesbench(responses: str | Path, key: str | Path, bench: str | Path | None = None,
+def score_aesbench(responses: str | Path | list, key: str | Path, bench: str | Path | None = None,
                    name: str = "", out_dir: str | Path | None = None, seed: int = 0,
                    n_boot: int = 1000) -> dict[str, Any]:
-    """Score an AesBench-layout responses file against a key file (``bench``: the annotation
-    file, for the options; without it, responses must name letters)."""
+    """Score AesBench-layout responses against a key file (``bench``: the annotation file, for
+    the options; without it, responses must name letters). ``responses``: a file, a folder of
+    the official ``test_Aes{P,E,A1,I}.json`` files, or a list of files."""
     from aes_lib.io import write_json
     from aes_lib.schema import BenchItem, option_letters
     from aes_lib.evaluate.answer import _record
     from aes_lib.evaluate.extract import extract_option
 
-    answers = B.read_aesbench_responses(responses)
+    files = B.response_files(responses)
+    answers = B.read_aesbench_responses(files)
     if bench:
         items = B.load_aesbench(bench)
     else:  # no options known: every dimension has 26 placeholder options, letters only
@@ -281,9 +325,12 @@ def score_aesbench(responses: str | Path, key: str | Path, bench: str | Path | N
                  for i in answers]
     key_map = B.load_aesbench_key(key, items)
     preds = []
-    missing = [it.id for it in items if it.id in key_map and it.id not in answers]
+    # the dimensions the responses cover (one official file scores its dimension alone)
+    answered = {i.rsplit(":", 1)[1] for i in answers}
+    missing = [it.id for it in items if it.id in key_map and it.id not in answers
+               and it.dimension in answered]
     if missing:
-        raise ValueError(f"{responses}: image {missing[0].rsplit(':', 1)[0]!r}: no "
+        raise ValueError(f"{', '.join(map(str, files))}: image {missing[0].rsplit(':', 1)[0]!r}: no "
                          f"{B.RESPONSE_KEYS[missing[0].rsplit(':', 1)[1]]} for a keyed question "
                          f"({len(missing)} missing in all)")
     for it in items:
@@ -294,7 +341,10 @@ def score_aesbench(responses: str | Path, key: str | Path, bench: str | Path | N
         pred = None if it.dimension == "AesI" else extract_option(text, it.options)
         preds.append(_record(it, "responses-file", text, pred))
     mark(preds)
-    name = name or Path(responses).stem
+    if not name:  # a single file: its stem; a folder or several files: the folder's name
+        first = Path(responses if isinstance(responses, (str, Path)) else responses[0])
+        single = isinstance(responses, (str, Path)) or len(responses) == 1
+        name = first.stem if single and first.is_file() else (first if first.is_dir() else first.parent).name
     by_id = {it.id: it for it in items}
     from aes_lib.evaluate.judge import ProxyOverlapJudge
 
@@ -303,7 +353,7 @@ def score_aesbench(responses: str | Path, key: str | Path, bench: str | Path | N
     for p, s in zip(with_ref, judge.score([by_id[p["id"]] for p in with_ref], [p["response"] for p in with_ref])):
         p["judge"] = s
     rows = summarise(preds, name, judge.name, seed, n_boot)
-    summary = {"model": name, "responses": str(responses), "key": str(key), "label": "measured by this run",
+    summary = {"model": name, "responses": [str(f) for f in files], "key": str(key), "label": "measured by this run",
                "n_items": len(preds), "unparsed": unparsed(preds), "rows": rows}
     if out_dir is not None:
         out = Path(out_dir)

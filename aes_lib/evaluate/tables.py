@@ -15,11 +15,21 @@ from aes_lib.schema import GRADE_SCORE, BenchItem
 def default_models(out_dir: str | Path, base_model: str = "", finetuned_model: str = "") -> dict[str, dict[str, Any]]:
     """``{"base": {...}, "finetuned": {...}}`` from notebook 03's outputs (or the given folders).
 
-    The fine-tuned model is ``train/run/merged`` when it exists, else the base model with
-    ``train/run/adapter``. A missing folder is an error naming it.
+    The base model is notebook 03's: its ``model`` setting (``train/run/config.json``) when that
+    is a folder or a hub id (the ``gpu`` profile's ``llava-hf/llava-1.5-7b-hf``), else the tiny
+    model it built in ``train/base_model``. The fine-tuned model is ``train/run/merged`` when it
+    exists, else the base model with ``train/run/adapter``. A missing folder is an error naming
+    it; hub ids are resolved when the model loads (:func:`aes_lib.evaluate.run.resolve_model_path`).
     """
+    from aes_lib.evaluate.run import is_hub_id
+
     train = Path(out_dir) / "train"
-    base = Path(base_model) if base_model else train / "base_model"
+    trained_on = ""
+    if not base_model and (train / "run" / "config.json").exists():
+        trained_on = str(json.loads((train / "run" / "config.json").read_text()).get("model") or "")
+    base_name = base_model or (trained_on if trained_on not in ("", "tiny") else "")
+    base: Any = (base_name if is_hub_id(base_name) else Path(base_name)) if base_name \
+        else train / "base_model"
     models: dict[str, dict[str, Any]] = {"base": {"model_path": base, "adapter": None}}
     if finetuned_model:
         models["finetuned"] = {"model_path": Path(finetuned_model), "adapter": None}
@@ -29,7 +39,7 @@ def default_models(out_dir: str | Path, base_model: str = "", finetuned_model: s
         models["finetuned"] = {"model_path": base, "adapter": train / "run" / "adapter"}
     for name, m in models.items():
         for key in ("model_path", "adapter"):
-            if m[key] is not None and not Path(m[key]).exists():
+            if m[key] is not None and not Path(m[key]).exists() and not is_hub_id(m[key]):
                 raise FileNotFoundError(f"{m[key]}: {name} model folder not found (run notebook 03 "
                                         "first, or set base_model / finetuned_model)")
     return models

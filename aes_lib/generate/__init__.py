@@ -84,8 +84,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_batch_export(args: argparse.Namespace) -> int:
     cfg, client_cfg = _configs(args)
     cfg = GenerateConfig.from_dict({**cfg.to_dict(), "backend": "openai"})
-    r = batch_export(cfg, args.file, args.out, client_cfg, **_inputs(args))
-    print(f"{r['step']}: wrote {r['requests']} requests to {r['path']}")
+    max_bytes = None if args.max_file_mb is None else int(args.max_file_mb * 1_000_000)
+    r = batch_export(cfg, args.file, args.out, client_cfg, max_requests=args.max_requests_per_file,
+                     max_bytes=max_bytes, **_inputs(args))
+    where = r["path"] if len(r["files"]) == 1 else \
+        f"{len(r['files'])} files: " + ", ".join(f["path"] for f in r["files"])
+    print(f"{r['step']}: wrote {r['requests']} requests to {where}")
     return 0
 
 
@@ -94,7 +98,7 @@ def _cmd_batch_import(args: argparse.Namespace) -> int:
     cfg = GenerateConfig.from_dict({**cfg.to_dict(), "backend": "openai"})
     r = batch_import(cfg, args.file, args.out, client_cfg, **_inputs(args))
     print(f"imported {r['imported']}, invalid {r['invalid']}, failed {r['failed']}, "
-          f"unknown {r['unknown']}")
+          f"unknown {r['unknown']} (from {r['files']} file(s))")
     for key, err in list(r["errors"].items())[:20]:
         print(f"  {key}: {err}")
     return 0 if r["imported"] or not (r["invalid"] or r["failed"] or r["unknown"]) else 1
@@ -133,9 +137,14 @@ def register_cli(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="generate_command", metavar="{batch-export,batch-import}")
     e = sub.add_parser("batch-export", help="write the next step's requests for the OpenAI Batch API")
     _common(e)
-    e.add_argument("--file", required=True, help="requests JSONL to write")
+    e.add_argument("--file", required=True, help="requests JSONL to write (split into "
+                                                  "<stem>.part001.jsonl, ... when over a limit)")
+    e.add_argument("--max-requests-per-file", type=int,
+                   help="requests per file (default 50000, the Batch API's limit)")
+    e.add_argument("--max-file-mb", type=float,
+                   help="megabytes (10^6 bytes) per file (default 200, the Batch API's limit)")
     e.set_defaults(func=_cmd_batch_export)
     i = sub.add_parser("batch-import", help="import a Batch API results file into the reply cache")
     _common(i)
-    i.add_argument("--file", required=True, help="the Batch API output JSONL")
+    i.add_argument("--file", required=True, nargs="+", help="the Batch API output JSONL file(s)")
     i.set_defaults(func=_cmd_batch_import)

@@ -490,23 +490,30 @@ def estimate(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_cfg: A
 
 
 def batch_export(cfg: GenerateConfig, path: str | Path, out_dir: str | Path = "outputs",
-                 client_cfg: Any = None, **kw: Any) -> dict[str, Any]:
-    """Export the next step's uncached requests as a Batch API file: refine first; once every
-    refinement is cached (after ``batch_import``), the assemble requests."""
+                 client_cfg: Any = None, max_requests: int | None = None,
+                 max_bytes: int | None = None, **kw: Any) -> dict[str, Any]:
+    """Export the next step's uncached requests as Batch API files: refine first; once every
+    refinement is cached (after ``batch_import``), the assemble requests. Files stay within
+    ``max_requests`` lines and ``max_bytes`` bytes (default: the Batch API's 50,000 and 200 MB);
+    an export that does not fit one file is split into ``<stem>.part001<suffix>``, ..."""
+    from aes_lib.client import BATCH_MAX_BYTES, BATCH_MAX_REQUESTS
+
     client, refine, assemble = plan_requests(cfg, out_dir, client_cfg, **kw)
     pending_refine = [r for r in refine if client.cached(r) is None]
     if pending_refine:
         step, reqs = "refine", pending_refine
     else:
         step, reqs = "assemble", [r for r in assemble if not r.key.startswith("estimate:")]
-    n = client.batch_export(reqs, path)
+    export = client.batch_export(reqs, path, max_requests or BATCH_MAX_REQUESTS,
+                                 max_bytes or BATCH_MAX_BYTES)
     client.close()
-    return {"step": step, "requests": n, "path": str(path)}
+    return {"step": step, "requests": export["requests"], "path": str(path), "files": export["files"]}
 
 
-def batch_import(cfg: GenerateConfig, path: str | Path, out_dir: str | Path = "outputs",
+def batch_import(cfg: GenerateConfig, path: str | Path | list, out_dir: str | Path = "outputs",
                  client_cfg: Any = None, **kw: Any) -> dict[str, Any]:
-    """Import a Batch API results file into the cache; the next ``generate`` run uses it."""
+    """Import Batch API results files (one path or a list) into the cache; the next ``generate``
+    run (or ``batch_export``) uses them."""
     client, refine, assemble = plan_requests(cfg, out_dir, client_cfg, **kw)
     known = refine + [r for r in assemble if not r.key.startswith("estimate:")]
     result = client.batch_import(known, path)
