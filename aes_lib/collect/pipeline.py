@@ -3,12 +3,22 @@
 Files (under ``<out_dir>/critiques/``): ``critiques.db`` (SQLite, WAL), ``critiques.jsonl``,
 ``consensus.csv``, ``stats.json``, ``rejects.jsonl`` (last import), ``import_summary.json``,
 ``simulate_config.json``.
+
+An import is one unit: the file is read, every row mapped and every image decoded before the
+store is touched; then one transaction stores the critiques and the import's summary and
+rejects, and ``rejects.jsonl``, ``import_summary.json`` and ``critiques.jsonl`` are written to
+temporary files inside it and renamed into place once it commits. A failure before the commit
+leaves every file as it was; a kill between the commit and the renames is repaired by the next
+collect command (:func:`sync_import_files`), since the store holds what the files must say.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +34,8 @@ from .store import CritiqueStore
 log = logging.getLogger(__name__)
 
 DB_NAME = "critiques.db"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def critiques_dir(out_dir: str | Path) -> Path:
@@ -53,17 +65,114 @@ def simulate_into_store(out_dir: str | Path, images: list[ImageRecord], config: 
     return len(critiques)
 
 
+def _jsonl_text(records: list) -> str:
+    return "".join((r.to_json() if isinstance(r, Critique) else
+                    json.dumps(r, ensure_ascii=False, sort_keys=True, default=str)) + "\n" for r in records)
+
+
+def _json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+
+
+class _StagedFiles:
+    """Files written to temporary names now and renamed into place by :meth:`publish` (after the
+    store commits), or removed by :meth:`discard` (when it does not)."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, Path]] = []
+
+    def add(self, path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(f"{path}: is a folder, the file cannot be written")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o666 & ~_UMASK)   # mkstemp makes 0600 files; give the usual ones
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(text.encode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.pending.append((tmp, path))
+
+    def publish(self) -> None:
+        while self.pending:
+            tmp, path = self.pending.pop(0)
+            os.replace(tmp, path)
+
+    def discard(self) -> None:
+        for tmp, _ in self.pending:
+            Path(tmp).unlink(missing_ok=True)
+        self.pending.clear()
+
+
+def _import_files(store: CritiqueStore, cdir: Path, staged: _StagedFiles) -> None:
+    """Stage the three files an import writes, from what the store holds now."""
+    last = store.last_import()
+    if last is None:
+        return
+    seq, summary, rejects = last
+    staged.add(cdir / "rejects.jsonl", _jsonl_text(rejects))
+    staged.add(cdir / "import_summary.json", _json_text({**summary, "import_seq": seq}))
+    staged.add(cdir / "critiques.jsonl", _jsonl_text(store.critiques()))
+
+
+def sync_import_files(out_dir: str | Path) -> bool:
+    """Rewrite ``rejects.jsonl``, ``import_summary.json`` and ``critiques.jsonl`` from the store
+    when ``import_summary.json`` is not the store's latest import (an import killed after its
+    commit, before its files were renamed); returns True when it rewrote them."""
+    cdir = critiques_dir(out_dir)
+    if not (cdir / DB_NAME).exists():
+        return False
+    with open_store(out_dir) as store:
+        last = store.last_import()
+        if last is None:
+            return False
+        try:
+            on_disk = json.loads((cdir / "import_summary.json").read_text(encoding="utf-8")).get("import_seq")
+        except (OSError, ValueError, AttributeError):
+            on_disk = None
+        if on_disk == last[0]:
+            return False
+        log.warning("%s: the files of import %d were not all written (interrupted); rewriting them "
+                    "from the store", cdir, last[0])
+        staged = _StagedFiles()
+        try:
+            _import_files(store, cdir, staged)
+            staged.publish()
+        finally:
+            staged.discard()
+    return True
+
+
 def import_into_store(out_dir: str | Path, path: str | Path, fmt: str,
                       options: ImportOptions | None = None) -> ImportResult:
-    """Import a file into the store; rejects go to ``rejects.jsonl`` with their reasons."""
+    """Import a file into the store as one transaction; rejects go to ``rejects.jsonl`` with
+    their reasons, counts to ``import_summary.json``, and ``critiques.jsonl`` is refreshed: all
+    four change together or none does."""
     options = options or ImportOptions()
     result = import_file(path, fmt, options)   # fills in the default source and protocol version
     cdir = critiques_dir(out_dir)
-    with open_store(out_dir) as store:
-        store.add_many(result.critiques)
-    write_jsonl(cdir / "rejects.jsonl", result.rejects)
-    write_json(cdir / "import_summary.json", {**result.summary(), "file": str(path), "format": fmt,
-                                              "options": dataclasses.asdict(options)})
+    sync_import_files(out_dir)
+    staged = _StagedFiles()
+    try:
+        with open_store(out_dir) as store:
+            with store.transaction():
+                counts = store.add_imported(result.critiques, result.source)
+                summary = {**result.summary(), **counts, "file": str(path), "format": fmt,
+                           "options": dataclasses.asdict(options)}
+                store.record_import(result.source, summary, result.rejects)
+                _import_files(store, cdir, staged)
+        staged.publish()
+    finally:
+        staged.discard()
+    result.store_counts = counts
+    log.info("%s: %d new, %d replaced, %d unchanged critiques in the store%s", path, counts["added"],
+             counts["replaced"], counts["unchanged"],
+             f"; {counts['legacy_removed']} stored under old row-number ids replaced"
+             if counts["legacy_removed"] else "")
     return result
 
 
@@ -73,6 +182,7 @@ def export_jsonl(out_dir: str | Path, path: str | Path | None = None) -> tuple[P
     db = critiques_dir(out_dir) / DB_NAME
     if not db.exists():
         raise FileNotFoundError(f"{db}: no critique store (simulate or import some critiques first)")
+    sync_import_files(out_dir)
     with open_store(out_dir) as store:
         critiques = store.critiques()
     write_jsonl(path, critiques)
