@@ -271,6 +271,9 @@ def score_aesbench(responses: str | Path, key: str | Path, bench: str | Path | N
     from aes_lib.evaluate.answer import _record
     from aes_lib.evaluate.extract import extract_option
 
+    from aes_lib.evaluate.score import check_key_file, check_rows
+
+    check_key_file(key)
     answers = B.read_aesbench_responses(responses)
     if bench:
         items = B.load_aesbench(bench)
@@ -303,6 +306,7 @@ def score_aesbench(responses: str | Path, key: str | Path, bench: str | Path | N
     for p, s in zip(with_ref, judge.score([by_id[p["id"]] for p in with_ref], [p["response"] for p in with_ref])):
         p["judge"] = s
     rows = summarise(preds, name, judge.name, seed, n_boot)
+    check_rows(rows, responses, key)
     summary = {"model": name, "responses": str(responses), "key": str(key), "label": "measured by this run",
                "n_items": len(preds), "unparsed": unparsed(preds), "rows": rows}
     if out_dir is not None:
