@@ -81,26 +81,20 @@ class GenerateConfig(Config):
 
 # --- inputs ---------------------------------------------------------------------------------
 
-def load_images(manifest: str | Path | None) -> dict[str, ImageRecord]:
-    if manifest is None:
-        return {}
-    return {r.id: r for r in read_manifest(manifest)}
-
-
 #: what to pass when critiques come without a dataset manifest (imported critiques)
 NO_MANIFEST_HINT = ("for critiques imported without a dataset, pass --manifest none "
                     "--unlisted-images hash_split (Python: manifest=None, unlisted_images='hash_split')")
 
 
-def resolve_manifest(manifest: str | Path | None, paths: dict[str, Path]) -> Path | None:
-    """The manifest to read: ``"default"`` is ``<out>/data/manifest.json``, which must exist;
-    a missing one is an error that says what to pass for critiques without a dataset."""
-    if manifest != "default":
-        return None if manifest is None else Path(manifest)
-    if not paths["manifest"].exists():
-        raise FileNotFoundError(f"{paths['manifest']}: file not found (no dataset manifest: build "
-                                f"one with 'aes data build', or {NO_MANIFEST_HINT})")
-    return paths["manifest"]
+def load_images(manifest: str | Path | None) -> dict[str, ImageRecord]:
+    """The manifest's images by id; a missing manifest is an error that says what to pass for
+    critiques without a dataset (after ``aes collect import``)."""
+    if manifest is None:
+        return {}
+    if not Path(manifest).exists():
+        raise FileNotFoundError(f"{manifest}: file not found (no dataset manifest: build one with "
+                                f"'aes data build', or {NO_MANIFEST_HINT})")
+    return {r.id: r for r in read_manifest(manifest)}
 
 
 def hash_split(image_id: str) -> str:
@@ -397,7 +391,7 @@ def generate(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_cfg: A
     t0 = time.monotonic()
     cfg.check()
     paths = default_paths(out_dir)
-    manifest = resolve_manifest(manifest, paths)
+    manifest = paths["manifest"] if manifest == "default" else manifest
     critiques_path = Path(critiques_path or paths["critiques"])
     data_dir = Path(data_dir or (Path(manifest).parent if manifest else paths["data_dir"]))
     out = paths["out"]
@@ -475,7 +469,7 @@ def plan_requests(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_c
     refined reply is cached; the others get a stand-in built from the offline refinement (for
     estimates), flagged by the key prefix ``estimate:``."""
     paths = default_paths(out_dir)
-    manifest = resolve_manifest(manifest, paths)
+    manifest = paths["manifest"] if manifest == "default" else manifest
     critiques_path = Path(critiques_path or paths["critiques"])
     data_dir = Path(data_dir or (Path(manifest).parent if manifest else paths["data_dir"]))
     t = offline.load_templates(f"offline_{cfg.prompt_version}")
