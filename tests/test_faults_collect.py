@@ -332,3 +332,13 @@ def test_every_reject_reason_is_documented():
     doc = (REPO / "docs" / "collect.md").read_text()
     missing = [reason for reason in REJECT_REASONS if f"`{reason}`" not in doc]
     assert not missing, f"reasons not in docs/collect.md: {missing}"
+
+
+def test_import_from_python_with_a_path_image_folder(tmp_path, images):
+    from aes_lib.collect import import_into_store
+
+    path = write_csv(tmp_path / "lab.csv", [["good.png", "good", GOOD_TEXT, "ann"], ["cut.png", "fair", GOOD_TEXT, "ann"]])
+    result = import_into_store(tmp_path / "out", path, "csv", ImportOptions(images_dir=images))
+    assert result.imported == 1 and result.store_counts["added"] == 1
+    assert summary(tmp_path / "out")["options"]["images_dir"] == str(images)
+    assert_consistent(tmp_path / "out")

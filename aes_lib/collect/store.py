@@ -164,8 +164,9 @@ class CritiqueStore:
         """Record an import's summary and rejects (inside its transaction); returns its number."""
         with self.transaction() as con:
             cur = con.execute("INSERT INTO imports (source, summary, rejects, created_at) VALUES (?, ?, ?, ?)",
-                              (source, json.dumps(summary, sort_keys=True, ensure_ascii=False),
-                               json.dumps(rejects, sort_keys=True, ensure_ascii=False), utc_now()))
+                              (source, json.dumps(summary, sort_keys=True, ensure_ascii=False, default=str),
+                               json.dumps(rejects, sort_keys=True, ensure_ascii=False, default=str),
+                               utc_now()))
             return int(cur.lastrowid)
 
     def last_import(self) -> tuple[int, dict, list[dict]] | None:
