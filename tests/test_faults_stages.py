@@ -63,6 +63,7 @@ def test_unwritable_output_is_one_line_and_exit_2_in_every_subcommand(tmp_path):
         "evaluate score": ["evaluate", "score", "--responses", str(FIX / "responses.json"), "--key",
                            str(FIX / "key.json"), "--bench", str(FIX / "annotations.json"), "--out", str(bad)],
         "report": ["report", "--out", str(bad)],
+        "reproduce": ["reproduce", "--out", str(bad), "--profile", "smoke"],
     }
     for name, argv in cases.items():
         proc = aes(*argv)
