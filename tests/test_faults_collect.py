@@ -342,3 +342,21 @@ def test_import_from_python_with_a_path_image_folder(tmp_path, images):
     assert result.imported == 1 and result.store_counts["added"] == 1
     assert summary(tmp_path / "out")["options"]["images_dir"] == str(images)
     assert_consistent(tmp_path / "out")
+
+
+def test_files_renamed_by_an_import_killed_before_its_commit_are_repaired(tmp_path):
+    """The state a kill leaves between renaming an import's files and committing it: the files
+    say import 2, the store has only import 1. The next collect command rewrites them."""
+    out = tmp_path / "out"
+    first = write_csv(tmp_path / "first.csv", [["a.png", "good", GOOD_TEXT, "ann"], ["b.png", "x", GOOD_TEXT, "ann"]])
+    assert aes("collect", "import", str(first), "--format", "csv", "--out", str(out)).returncode == 0
+    crit = out / "critiques"
+    good = {n: (crit / n).read_bytes() for n in ("critiques.jsonl", "import_summary.json", "rejects.jsonl")}
+    ahead = {**summary(out), "import_seq": 2, "imported": 7}
+    (crit / "import_summary.json").write_text(json.dumps(ahead))
+    (crit / "rejects.jsonl").write_text('{"row": 0, "reason": "duplicate"}\n')
+    (crit / "critiques.jsonl").write_text("")
+    proc = aes("collect", "export", "--out", str(out))
+    assert proc.returncode == 0 and "rewriting them from the store" in proc.stderr
+    assert {n: (crit / n).read_bytes() for n in good} == good
+    assert_consistent(out)

@@ -5,11 +5,14 @@ Files (under ``<out_dir>/critiques/``): ``critiques.db`` (SQLite, WAL), ``critiq
 ``simulate_config.json``.
 
 An import is one unit: the file is read, every row mapped and every image decoded before the
-store is touched; then one transaction stores the critiques and the import's summary and
-rejects, and ``rejects.jsonl``, ``import_summary.json`` and ``critiques.jsonl`` are written to
-temporary files inside it and renamed into place once it commits. A failure before the commit
-leaves every file as it was; a kill between the commit and the renames is repaired by the next
-collect command (:func:`sync_import_files`), since the store holds what the files must say.
+store is touched. Then one transaction stores the critiques and the import's summary and
+rejects; inside it, ``import_summary.json`` (first: it carries the import's number),
+``rejects.jsonl`` and ``critiques.jsonl`` are written to temporary files and renamed into place,
+and only then does it commit. The write lock is held throughout, so concurrent imports cannot
+interleave their files. A failure leaves the store as it was and rewrites any file already
+renamed from the store; a kill after a rename and before the commit leaves an
+``import_summary.json`` whose ``import_seq`` the store does not have, which the next collect
+command notices and repairs (:func:`sync_import_files`).
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class _StagedFiles:
 
     def __init__(self) -> None:
         self.pending: list[tuple[str, Path]] = []
+        self.published = 0
 
     def add(self, path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,8 +103,10 @@ class _StagedFiles:
 
     def publish(self) -> None:
         while self.pending:
-            tmp, path = self.pending.pop(0)
+            tmp, path = self.pending[0]
             os.replace(tmp, path)
+            self.pending.pop(0)
+            self.published += 1
 
     def discard(self) -> None:
         for tmp, _ in self.pending:
@@ -108,42 +114,55 @@ class _StagedFiles:
         self.pending.clear()
 
 
-def _import_files(store: CritiqueStore, cdir: Path, staged: _StagedFiles) -> None:
-    """Stage the three files an import writes, from what the store holds now."""
+def _stage_import_files(store: CritiqueStore, cdir: Path, staged: _StagedFiles) -> None:
+    """Stage the files an import writes, from what the store holds now: the summary first (it
+    carries ``import_seq``, by which a half-renamed set is recognised), then the rejects, then
+    ``critiques.jsonl``. With no import in the store there is no summary and no rejects file."""
     last = store.last_import()
     if last is None:
-        return
-    seq, summary, rejects = last
-    staged.add(cdir / "rejects.jsonl", _jsonl_text(rejects))
-    staged.add(cdir / "import_summary.json", _json_text({**summary, "import_seq": seq}))
+        for name in ("import_summary.json", "rejects.jsonl"):
+            (cdir / name).unlink(missing_ok=True)
+    else:
+        seq, summary, rejects = last
+        staged.add(cdir / "import_summary.json", _json_text({**summary, "import_seq": seq}))
+        staged.add(cdir / "rejects.jsonl", _jsonl_text(rejects))
     staged.add(cdir / "critiques.jsonl", _jsonl_text(store.critiques()))
 
 
+def _rewrite_import_files(store: CritiqueStore, cdir: Path) -> None:
+    staged = _StagedFiles()
+    try:
+        _stage_import_files(store, cdir, staged)
+        staged.publish()
+    finally:
+        staged.discard()
+
+
+def _files_behind(store: CritiqueStore, cdir: Path) -> bool:
+    last = store.last_import()
+    try:
+        on_disk = json.loads((cdir / "import_summary.json").read_text(encoding="utf-8")).get("import_seq")
+    except (OSError, ValueError, AttributeError):
+        on_disk = None
+    return on_disk != (None if last is None else last[0])
+
+
 def sync_import_files(out_dir: str | Path) -> bool:
-    """Rewrite ``rejects.jsonl``, ``import_summary.json`` and ``critiques.jsonl`` from the store
-    when ``import_summary.json`` is not the store's latest import (an import killed after its
-    commit, before its files were renamed); returns True when it rewrote them."""
+    """Rewrite ``import_summary.json``, ``rejects.jsonl`` and ``critiques.jsonl`` from the store
+    when ``import_summary.json`` is not the store's latest import (an import killed after
+    renaming its files, before its commit); returns True when it rewrote them."""
     cdir = critiques_dir(out_dir)
     if not (cdir / DB_NAME).exists():
         return False
     with open_store(out_dir) as store:
-        last = store.last_import()
-        if last is None:
+        if not _files_behind(store, cdir):   # the usual case: no write lock taken
             return False
-        try:
-            on_disk = json.loads((cdir / "import_summary.json").read_text(encoding="utf-8")).get("import_seq")
-        except (OSError, ValueError, AttributeError):
-            on_disk = None
-        if on_disk == last[0]:
-            return False
-        log.warning("%s: the files of import %d were not all written (interrupted); rewriting them "
-                    "from the store", cdir, last[0])
-        staged = _StagedFiles()
-        try:
-            _import_files(store, cdir, staged)
-            staged.publish()
-        finally:
-            staged.discard()
+        with store.transaction():   # waits for an import in progress, then looks again
+            if not _files_behind(store, cdir):
+                return False
+            log.warning("%s: the files of the last import do not match the store (an import was "
+                        "interrupted); rewriting them from the store", cdir)
+            _rewrite_import_files(store, cdir)
     return True
 
 
@@ -157,17 +176,25 @@ def import_into_store(out_dir: str | Path, path: str | Path, fmt: str,
     cdir = critiques_dir(out_dir)
     sync_import_files(out_dir)
     staged = _StagedFiles()
-    try:
-        with open_store(out_dir) as store:
+    with open_store(out_dir) as store:
+        try:
             with store.transaction():
                 counts = store.add_imported(result.critiques, result.source)
                 summary = {**result.summary(), **counts, "file": str(path), "format": fmt,
                            "options": dataclasses.asdict(options)}
                 store.record_import(result.source, summary, result.rejects)
-                _import_files(store, cdir, staged)
-        staged.publish()
-    finally:
-        staged.discard()
+                _stage_import_files(store, cdir, staged)
+                staged.publish()   # renamed under the write lock, before the commit
+        except BaseException:
+            if staged.published:   # files already renamed are ahead of the rolled-back store
+                try:
+                    with store.transaction():
+                        _rewrite_import_files(store, cdir)
+                except Exception as e:   # the next collect command repairs them (import_seq)
+                    log.error("%s: could not restore the import files from the store: %s", cdir, e)
+            raise
+        finally:
+            staged.discard()
     result.store_counts = counts
     log.info("%s: %d new, %d replaced, %d unchanged critiques in the store%s", path, counts["added"],
              counts["replaced"], counts["unchanged"],
