@@ -12,10 +12,8 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
-import pytest
 
 from aes_lib.client import ChatRequest, ClientConfig, LLMClient
 from aes_lib.schema import Critique, read_jsonl, write_jsonl

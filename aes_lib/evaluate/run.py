@@ -270,7 +270,6 @@ def score_aesbench(responses: str | Path, key: str | Path, bench: str | Path | N
     from aes_lib.schema import BenchItem, option_letters
     from aes_lib.evaluate.answer import _record
     from aes_lib.evaluate.extract import extract_option
-
     from aes_lib.evaluate.score import check_key_file, check_rows
 
     check_key_file(key)

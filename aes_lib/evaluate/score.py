@@ -92,8 +92,8 @@ def unparsed(preds: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
 
 
 #: the per-image fields of an AesBench-layout key file that key a question (bench.load_aesbench_key)
-KEY_FIELDS: tuple[str, ...] = tuple(f"{d}_{k}" for d in ("AesP", "AesE", "AesA1") for k in ("answer", "response", "data")
-                                    ) + ("AesI_reference", "AesI_data")
+KEY_FIELDS: tuple[str, ...] = tuple(f"{d}_{k}" for d in ("AesP", "AesE", "AesA1")
+                                    for k in ("answer", "response", "data")) + ("AesI_reference", "AesI_data")
 
 
 def check_key_file(path: str | Path) -> int:
