@@ -14,7 +14,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-
 from aes_lib.client import ChatRequest, ClientConfig, LLMClient
 from aes_lib.schema import Critique, read_jsonl, write_jsonl
 from conftest import REPO
