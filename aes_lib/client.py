@@ -65,6 +65,9 @@ class ClientConfig(Config):
     backoff_base_s: float = field(default=1.0, metadata={
         "help": "first back-off delay; doubles each retry, with jitter"})
     backoff_max_s: float = field(default=60.0, metadata={"help": "longest back-off delay"})
+    retry_after_max_s: float = field(default=600.0, metadata={
+        "help": "longest wait a server's Retry-After may ask for: the wait is at least the "
+                "server's value up to this ceiling (not capped by backoff_max_s)"})
     timeout_s: float = field(default=120.0, metadata={"help": "time-out of one HTTP request"})
     cache_path: str | None = field(default=None, metadata={
         "help": "SQLite cache file; None = no cache"})
@@ -89,6 +92,7 @@ class ClientConfig(Config):
         require(self.timeout_s > 0, "timeout_s", "must be positive")
         require(self.backoff_base_s >= 0 and self.backoff_max_s >= 0, "backoff_base_s",
                 "must be 0 or more")
+        require(self.retry_after_max_s >= 0, "retry_after_max_s", "must be 0 or more")
         require(self.max_tokens >= 1, "max_tokens", "must be at least 1")
         require(self.image_detail in IMAGE_TOKENS, "image_detail", "must be low, high or auto")
         require(self.input_price_per_mtok >= 0 and self.output_price_per_mtok >= 0,
@@ -529,7 +533,7 @@ class LLMClient:
                 raise error
             delay = backoff_delay(attempt, self.cfg.backoff_base_s, self.cfg.backoff_max_s, self._rng)
             if retry_after is not None:
-                delay = max(delay, min(retry_after, self.cfg.backoff_max_s))
+                delay = max(delay, retry_after_wait(retry_after, self.cfg.retry_after_max_s))
             self._add(retries=1)
             log.debug("retry %d after %.2fs: %s", attempt + 1, delay, _describe(error))
             await asyncio.sleep(delay)
@@ -695,14 +699,29 @@ def openai_limits() -> Any:
     return DEFAULT_CONNECTION_LIMITS
 
 
+def retry_after_wait(retry_after: float, ceiling: float) -> float:
+    """How long to honour a server's Retry-After: its value, up to ``ceiling`` (logged when cut)."""
+    if retry_after > ceiling:
+        log.warning("the server asks to retry after %.0f s; waiting retry_after_max_s = %.0f s",
+                    retry_after, ceiling)
+        return ceiling
+    return max(0.0, retry_after)
+
+
 def _retry_after(e: Any) -> float | None:
     headers = getattr(getattr(e, "response", None), "headers", None) or {}
     try:
         if "retry-after-ms" in headers:
             return float(headers["retry-after-ms"]) / 1000.0
         if "retry-after" in headers:
-            return float(headers["retry-after"])
-    except (TypeError, ValueError):
+            value = str(headers["retry-after"]).strip()
+            if value.replace(".", "", 1).isdigit():
+                return float(value)
+            from email.utils import parsedate_to_datetime   # the HTTP-date form
+
+            when = parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return None
 

@@ -310,6 +310,8 @@ def check_image(path: str | Path, expected_sha256: str = "") -> str | None:
     path = Path(path)
     if not path.is_file():
         return "file not found"
+    if path.stat().st_size == 0:
+        return "empty file (zero bytes)"
     if expected_sha256 and sha256_file(path) != expected_sha256:
         return "content hash differs from the manifest"
     try:
@@ -317,27 +319,32 @@ def check_image(path: str | Path, expected_sha256: str = "") -> str | None:
             im.load()
     except UnidentifiedImageError:
         return "not a readable image"
-    except (OSError, SyntaxError) as e:
+    except Image.DecompressionBombError as e:
+        return f"not a readable image ({e})"
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
         return f"truncated or corrupt image ({e})"
     return None
 
 
 def verify_dataset(manifest: str | Path, rejects: str | Path | None = None,
                    on_error: str = "raise") -> list[dict[str, str]]:
-    """Check every image of a manifest. ``on_error='raise'`` stops at the first bad image with an
-    error naming it; ``'warn'`` logs each, writes them to ``rejects`` (JSONL) and returns them."""
+    """Check every image of a manifest (all of them: a bad one does not stop the check). Each bad
+    image is logged and, with ``rejects``, written there (JSONL). ``on_error='raise'`` then raises
+    one error naming every bad image; ``'warn'`` returns them."""
     require(on_error in ("raise", "warn"), "on_error", "must be 'raise' or 'warn'")
     dataset = load_manifest(manifest, check_files=False)
     problems = []
     for record in dataset.images:
         problem = check_image(dataset.path(record), record.sha256)
         if problem:
-            if on_error == "raise":
-                raise ValueError(f"{dataset.path(record)}: {problem} (image {record.id!r} in {manifest})")
             log.warning("%s: %s", dataset.path(record), problem)
             problems.append({"image_id": record.id, "file": str(dataset.path(record)), "problem": problem})
     if rejects is not None and problems:
         write_jsonl(rejects, problems)
+    if problems and on_error == "raise":
+        shown = "; ".join(f"{p['file']}: {p['problem']}" for p in problems[:20])
+        raise ValueError(f"{manifest}: {len(problems)} of {len(dataset.images)} images are bad: {shown}"
+                         + (f"; ... {len(problems) - 20} more" if len(problems) > 20 else ""))
     return problems
 
 
@@ -431,11 +438,15 @@ def _cli_build(args) -> int:
 
 
 def _cli_verify(args) -> int:
-    problems = verify_dataset(args.manifest, rejects=args.rejects, on_error="warn" if args.rejects else "raise")
+    """Exit 0 when every image is intact, 1 when any is bad (each printed), 2 on a bad manifest."""
+    problems = verify_dataset(args.manifest, rejects=args.rejects, on_error="warn")
     dataset = load_manifest(args.manifest, check_files=False)
     check_splits(dataset)
+    for p in problems:
+        print(f"BAD {p['file']}: {p['problem']}")
     print(f"{len(dataset.images) - len(problems)} of {len(dataset.images)} images OK"
-          + (f"; {len(problems)} problems written to {args.rejects}" if problems else ""))
+          + (f"; {len(problems)} bad" if problems else "")
+          + (f", written to {args.rejects}" if problems and args.rejects else ""))
     return 1 if problems else 0
 
 

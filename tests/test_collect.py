@@ -269,7 +269,11 @@ def test_image_paths_outside_the_folder_are_refused(tmp_path):
 
 
 def test_csv_import_with_column_mapping(tmp_path):
+    from PIL import Image
+
     (tmp_path / "imgs").mkdir()
+    for name in ("p1", "p6"):   # images are decoded at import: they must exist and be intact
+        Image.new("RGB", (4, 4), (10, 20, 30)).save(tmp_path / "imgs" / f"{name}.png")
     path = tmp_path / "lab.csv"
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
@@ -289,7 +293,7 @@ def test_csv_import_with_column_mapping(tmp_path):
     assert c.grade == "good" and c.attributes == {"composition": {"rating": 4, "word": "balanced"}}
     assert c.annotator == "ann" and result.critiques[1].grade == "excellent"
     assert [r["reason"] for r in result.rejects] == ["missing grade", "image path outside the image folder",
-                                                     "unparsable score", "empty text"]
+                                                     "score out of range", "empty text"]
 
 
 def test_jsonl_and_scores_import(tmp_path):
@@ -388,7 +392,9 @@ def test_simulation_on_the_built_dataset(mini_dataset, tmp_path):
 
 
 def test_pccd_uses_downloaded_images_in_the_image_folder(tmp_path):
-    (tmp_path / "full_size_1.jpg").write_bytes(b"jpeg")
+    from PIL import Image
+
+    Image.new("RGB", (16, 16), (200, 90, 40)).save(tmp_path / "full_size_1.jpg")
     result = import_file(FIXTURES / "pccd_messy.json", "pccd", ImportOptions(images_dir=tmp_path))
     images = {c.image_id: c.extra["image"] for c in result.critiques}
     assert images["full_size_1"] == "full_size_1.jpg"

@@ -71,13 +71,21 @@ def _cmd_import(args: argparse.Namespace) -> int:
                         score_min=args.score_min, score_max=args.score_max,
                         require_text=args.format != "scores" and not args.allow_empty_text,
                         columns=_parse_columns(args.map))
-    result = import_into_store(args.out, args.file, args.format, opt)
-    export_jsonl(args.out)
+    result = import_into_store(args.out, args.file, args.format, opt)   # refreshes critiques.jsonl
     summary = result.summary()
-    log.info(f"imported {summary['imported']}, skipped {summary['skipped']} from {args.file}")
+    counts = result.store_counts
+    log.info(f"imported {summary['imported']}, skipped {summary['skipped']} from {args.file} "
+             f"(store: {counts['added']} new, {counts['replaced']} replaced, {counts['unchanged']} unchanged)")
     for reason, n in summary["skipped_by_reason"].items():
         log.info(f"  skipped {n}: {reason}")
-    log.info(f"rejected rows with reasons: {critiques_dir(args.out) / 'rejects.jsonl'}")
+    if summary["skipped_by_reason"].get("duplicate"):
+        log.info(f"  duplicates: {summary['duplicate_rule']}")
+    rejects = critiques_dir(args.out) / "rejects.jsonl"
+    log.info(f"rejected rows with reasons: {rejects}")
+    if summary["skipped"] and not summary["imported"]:
+        top = max(summary["skipped_by_reason"].items(), key=lambda kv: kv[1])[0]
+        raise ValueError(f"{args.file}: no row could be imported: {summary['skipped']} rejected "
+                         f"(most often: {top}); see {rejects}")
     return 0
 
 

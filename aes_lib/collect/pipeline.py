@@ -3,12 +3,25 @@
 Files (under ``<out_dir>/critiques/``): ``critiques.db`` (SQLite, WAL), ``critiques.jsonl``,
 ``consensus.csv``, ``stats.json``, ``rejects.jsonl`` (last import), ``import_summary.json``,
 ``simulate_config.json``.
+
+An import is one unit: the file is read, every row mapped and every image decoded before the
+store is touched. Then one transaction stores the critiques and the import's summary and
+rejects; inside it, ``import_summary.json`` (first: it carries the import's number),
+``rejects.jsonl`` and ``critiques.jsonl`` are written to temporary files and renamed into place,
+and only then does it commit. The write lock is held throughout, so concurrent imports cannot
+interleave their files. A failure leaves the store as it was and rewrites any file already
+renamed from the store; a kill after a rename and before the commit leaves an
+``import_summary.json`` whose ``import_seq`` the store does not have, which the next collect
+command notices and repairs (:func:`sync_import_files`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +37,8 @@ from .store import CritiqueStore
 log = logging.getLogger(__name__)
 
 DB_NAME = "critiques.db"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def critiques_dir(out_dir: str | Path) -> Path:
@@ -53,17 +68,138 @@ def simulate_into_store(out_dir: str | Path, images: list[ImageRecord], config: 
     return len(critiques)
 
 
+def _jsonl_text(records: list) -> str:
+    return "".join((r.to_json() if isinstance(r, Critique) else
+                    json.dumps(r, ensure_ascii=False, sort_keys=True, default=str)) + "\n" for r in records)
+
+
+def _json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+
+
+class _StagedFiles:
+    """Files written to temporary names now and renamed into place by :meth:`publish` (after the
+    store commits), or removed by :meth:`discard` (when it does not)."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, Path]] = []
+        self.published = 0
+
+    def add(self, path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(f"{path}: is a folder, the file cannot be written")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o666 & ~_UMASK)   # mkstemp makes 0600 files; give the usual ones
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(text.encode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.pending.append((tmp, path))
+
+    def publish(self) -> None:
+        while self.pending:
+            tmp, path = self.pending[0]
+            os.replace(tmp, path)
+            self.pending.pop(0)
+            self.published += 1
+
+    def discard(self) -> None:
+        for tmp, _ in self.pending:
+            Path(tmp).unlink(missing_ok=True)
+        self.pending.clear()
+
+
+def _stage_import_files(store: CritiqueStore, cdir: Path, staged: _StagedFiles) -> None:
+    """Stage the files an import writes, from what the store holds now: the summary first (it
+    carries ``import_seq``, by which a half-renamed set is recognised), then the rejects, then
+    ``critiques.jsonl``. With no import in the store there is no summary and no rejects file."""
+    last = store.last_import()
+    if last is None:
+        for name in ("import_summary.json", "rejects.jsonl"):
+            (cdir / name).unlink(missing_ok=True)
+    else:
+        seq, summary, rejects = last
+        staged.add(cdir / "import_summary.json", _json_text({**summary, "import_seq": seq}))
+        staged.add(cdir / "rejects.jsonl", _jsonl_text(rejects))
+    staged.add(cdir / "critiques.jsonl", _jsonl_text(store.critiques()))
+
+
+def _rewrite_import_files(store: CritiqueStore, cdir: Path) -> None:
+    staged = _StagedFiles()
+    try:
+        _stage_import_files(store, cdir, staged)
+        staged.publish()
+    finally:
+        staged.discard()
+
+
+def _files_behind(store: CritiqueStore, cdir: Path) -> bool:
+    last = store.last_import()
+    try:
+        on_disk = json.loads((cdir / "import_summary.json").read_text(encoding="utf-8")).get("import_seq")
+    except (OSError, ValueError, AttributeError):
+        on_disk = None
+    return on_disk != (None if last is None else last[0])
+
+
+def sync_import_files(out_dir: str | Path) -> bool:
+    """Rewrite ``import_summary.json``, ``rejects.jsonl`` and ``critiques.jsonl`` from the store
+    when ``import_summary.json`` is not the store's latest import (an import killed after
+    renaming its files, before its commit); returns True when it rewrote them."""
+    cdir = critiques_dir(out_dir)
+    if not (cdir / DB_NAME).exists():
+        return False
+    with open_store(out_dir) as store:
+        if not _files_behind(store, cdir):   # the usual case: no write lock taken
+            return False
+        with store.transaction():   # waits for an import in progress, then looks again
+            if not _files_behind(store, cdir):
+                return False
+            log.warning("%s: the files of the last import do not match the store (an import was "
+                        "interrupted); rewriting them from the store", cdir)
+            _rewrite_import_files(store, cdir)
+    return True
+
+
 def import_into_store(out_dir: str | Path, path: str | Path, fmt: str,
                       options: ImportOptions | None = None) -> ImportResult:
-    """Import a file into the store; rejects go to ``rejects.jsonl`` with their reasons."""
+    """Import a file into the store as one transaction; rejects go to ``rejects.jsonl`` with
+    their reasons, counts to ``import_summary.json``, and ``critiques.jsonl`` is refreshed: all
+    four change together or none does."""
     options = options or ImportOptions()
     result = import_file(path, fmt, options)   # fills in the default source and protocol version
     cdir = critiques_dir(out_dir)
+    sync_import_files(out_dir)
+    staged = _StagedFiles()
     with open_store(out_dir) as store:
-        store.add_many(result.critiques)
-    write_jsonl(cdir / "rejects.jsonl", result.rejects)
-    write_json(cdir / "import_summary.json", {**result.summary(), "file": str(path), "format": fmt,
-                                              "options": dataclasses.asdict(options)})
+        try:
+            with store.transaction():
+                counts = store.add_imported(result.critiques, result.source)
+                summary = {**result.summary(), **counts, "file": str(path), "format": fmt,
+                           "options": dataclasses.asdict(options)}
+                store.record_import(result.source, summary, result.rejects)
+                _stage_import_files(store, cdir, staged)
+                staged.publish()   # renamed under the write lock, before the commit
+        except BaseException:
+            if staged.published:   # files already renamed are ahead of the rolled-back store
+                try:
+                    with store.transaction():
+                        _rewrite_import_files(store, cdir)
+                except Exception as e:   # the next collect command repairs them (import_seq)
+                    log.error("%s: could not restore the import files from the store: %s", cdir, e)
+            raise
+        finally:
+            staged.discard()
+    result.store_counts = counts
+    log.info("%s: %d new, %d replaced, %d unchanged critiques in the store%s", path, counts["added"],
+             counts["replaced"], counts["unchanged"],
+             f"; {counts['legacy_removed']} stored under old row-number ids replaced"
+             if counts["legacy_removed"] else "")
     return result
 
 
@@ -73,6 +209,7 @@ def export_jsonl(out_dir: str | Path, path: str | Path | None = None) -> tuple[P
     db = critiques_dir(out_dir) / DB_NAME
     if not db.exists():
         raise FileNotFoundError(f"{db}: no critique store (simulate or import some critiques first)")
+    sync_import_files(out_dir)
     with open_store(out_dir) as store:
         critiques = store.critiques()
     write_jsonl(path, critiques)

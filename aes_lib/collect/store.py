@@ -3,13 +3,17 @@
 Every :meth:`CritiqueStore.submit` is its own transaction with ``synchronous=FULL``, so a
 killed kernel (or a killed process) loses nothing that was submitted before the kill.
 A critique's id is ``<annotator>:<image_id>`` for the tool, so re-submitting after *back*
-replaces the earlier answer instead of adding a second one.
+replaces the earlier answer instead of adding a second one; imported critiques have
+``<source>:<annotator>:<image_id>`` (see :mod:`aes_lib.collect.importers`). Each import is one
+transaction that also records its summary and rejects in the ``imports`` table, so the files an
+import writes can always be rebuilt from the store.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -47,6 +51,13 @@ CREATE TABLE IF NOT EXISTS events (
     protocol_version TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS imports (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    summary TEXT NOT NULL,       -- JSON: import_summary.json without import_seq
+    rejects TEXT NOT NULL,       -- JSON list: rejects.jsonl
+    created_at TEXT NOT NULL
+);
 """
 _COLUMNS = ("id", "image_id", "annotator", "annotator_kind", "protocol_version", "grade",
             "attributes", "description", "suggestion", "seconds_spent", "created_at", "source", "extra")
@@ -62,12 +73,16 @@ class CritiqueStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # autocommit mode: every statement outside an explicit transaction commits at once
-        self._con = sqlite3.connect(self.path, isolation_level=None, timeout=30,
-                                    check_same_thread=False)
-        self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute("PRAGMA synchronous=FULL")
-        self._con.executescript(_SCHEMA)
+        try:
+            # autocommit mode: every statement outside an explicit transaction commits at once
+            self._con = sqlite3.connect(self.path, isolation_level=None, timeout=30,
+                                        check_same_thread=False)
+            self._con.execute("PRAGMA journal_mode=WAL")
+            self._con.execute("PRAGMA synchronous=FULL")
+            self._con.executescript(_SCHEMA)
+        except sqlite3.Error as e:  # SQLite's messages name no file ("unable to open database file")
+            raise OSError(f"{self.path}: cannot open the critique store ({e}); check that the "
+                          "folder is writable and the file is an SQLite database") from None
 
     @property
     def journal_mode(self) -> str:
@@ -81,6 +96,16 @@ class CritiqueStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: everything inside commits together or not at all. The store's
+        writing methods called inside it join it instead of committing on their own."""
+        if self._con.in_transaction:
+            yield self._con
+            return
+        with self._transaction() as con:
+            yield con
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -99,31 +124,69 @@ class CritiqueStore:
 
     def add_many(self, critiques: Iterable[Critique]) -> int:
         """Validate and commit many critiques in one transaction; returns how many."""
-        rows = []
-        for c in critiques:
-            c.validate()
-            d = c.to_dict()
-            d["attributes"] = json.dumps(d["attributes"], sort_keys=True, ensure_ascii=False)
-            d["extra"] = json.dumps(d["extra"], sort_keys=True, ensure_ascii=False)
-            rows.append(tuple(d[k] for k in _COLUMNS))
-        with self._transaction() as con:
+        rows = [self._to_row(c) for c in critiques]
+        with self.transaction() as con:
             con.executemany(f"INSERT OR REPLACE INTO critiques ({', '.join(_COLUMNS)}) "
                             f"VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
         return len(rows)
+
+    @staticmethod
+    def _to_row(c: Critique) -> tuple:
+        c.validate()
+        d = c.to_dict()
+        d["attributes"] = json.dumps(d["attributes"], sort_keys=True, ensure_ascii=False)
+        d["extra"] = json.dumps(d["extra"], sort_keys=True, ensure_ascii=False)
+        return tuple(d[k] for k in _COLUMNS)
+
+    def add_imported(self, critiques: list[Critique], source: str) -> dict[str, int]:
+        """Store one import's critiques in one transaction: ``added`` (new ids), ``replaced``
+        (same id, changed content), ``unchanged``; and ``legacy_removed``: critiques of this
+        source stored under the old row-number ids (``<source>:<5 digits>:<image>``), which the
+        content ids replace."""
+        rows = [self._to_row(c) for c in critiques]
+        counts = {"added": 0, "replaced": 0, "unchanged": 0, "legacy_removed": 0}
+        legacy = re.compile(re.escape(source) + r":\d{5}:")
+        with self.transaction() as con:
+            old_ids = [r[0] for r in con.execute(
+                "SELECT id FROM critiques WHERE source = ? AND annotator_kind = 'imported'", (source,))
+                if legacy.match(r[0])]
+            con.executemany("DELETE FROM critiques WHERE id = ?", [(i,) for i in old_ids])
+            counts["legacy_removed"] = len(old_ids)
+            for row in rows:
+                old = con.execute(f"SELECT {', '.join(_COLUMNS)} FROM critiques WHERE id = ?",
+                                  (row[0],)).fetchone()
+                counts["added" if old is None else "unchanged" if tuple(old) == row else "replaced"] += 1
+            con.executemany(f"INSERT OR REPLACE INTO critiques ({', '.join(_COLUMNS)}) "
+                            f"VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
+        return counts
+
+    def record_import(self, source: str, summary: dict, rejects: list[dict]) -> int:
+        """Record an import's summary and rejects (inside its transaction); returns its number."""
+        with self.transaction() as con:
+            cur = con.execute("INSERT INTO imports (source, summary, rejects, created_at) VALUES (?, ?, ?, ?)",
+                              (source, json.dumps(summary, sort_keys=True, ensure_ascii=False, default=str),
+                               json.dumps(rejects, sort_keys=True, ensure_ascii=False, default=str),
+                               utc_now()))
+            return int(cur.lastrowid)
+
+    def last_import(self) -> tuple[int, dict, list[dict]] | None:
+        """``(seq, summary, rejects)`` of the latest import, or None."""
+        row = self._con.execute("SELECT seq, summary, rejects FROM imports ORDER BY seq DESC LIMIT 1").fetchone()
+        return None if row is None else (row[0], json.loads(row[1]), json.loads(row[2]))
 
     def record_event(self, kind: str, image_id: str, annotator: str, reason: str = "",
                      protocol_version: str = "") -> None:
         """Record a ``skip`` or a ``flag`` (with its reason), committed at once."""
         if kind not in ("skip", "flag"):
             raise ValueError(f"event kind must be 'skip' or 'flag', got {kind!r}")
-        with self._transaction() as con:
+        with self.transaction() as con:
             con.execute("INSERT INTO events (kind, image_id, annotator, reason, protocol_version, "
                         "created_at) VALUES (?, ?, ?, ?, ?, ?)",
                         (kind, image_id, annotator, reason, protocol_version, utc_now()))
 
     def delete_kind(self, annotator_kind: str) -> int:
         """Remove every critique of one kind (used to regenerate simulated critiques)."""
-        with self._transaction() as con:
+        with self.transaction() as con:
             return con.execute("DELETE FROM critiques WHERE annotator_kind = ?",
                                (annotator_kind,)).rowcount
 

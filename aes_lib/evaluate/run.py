@@ -313,7 +313,9 @@ def score_aesbench(responses: str | Path | list, key: str | Path, bench: str | P
     from aes_lib.schema import BenchItem, option_letters
     from aes_lib.evaluate.answer import _record
     from aes_lib.evaluate.extract import extract_option
+    from aes_lib.evaluate.score import check_key_file, check_rows
 
+    check_key_file(key)
     files = B.response_files(responses)
     answers = B.read_aesbench_responses(files)
     if bench:
@@ -353,6 +355,7 @@ def score_aesbench(responses: str | Path | list, key: str | Path, bench: str | P
     for p, s in zip(with_ref, judge.score([by_id[p["id"]] for p in with_ref], [p["response"] for p in with_ref])):
         p["judge"] = s
     rows = summarise(preds, name, judge.name, seed, n_boot)
+    check_rows(rows, responses, key)
     summary = {"model": name, "responses": [str(f) for f in files], "key": str(key), "label": "measured by this run",
                "n_items": len(preds), "unparsed": unparsed(preds), "rows": rows}
     if out_dir is not None:

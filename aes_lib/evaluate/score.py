@@ -91,6 +91,39 @@ def unparsed(preds: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
             if p["dimension"] != "AesI" and not p["parsed"]]
 
 
+#: the per-image fields of an AesBench-layout key file that key a question (bench.load_aesbench_key)
+KEY_FIELDS: tuple[str, ...] = tuple(f"{d}_{k}" for d in ("AesP", "AesE", "AesA1")
+                                    for k in ("answer", "response", "data")) + ("AesI_reference", "AesI_data")
+
+
+def check_key_file(path: str | Path) -> int:
+    """Validate a key file's layout before scoring; returns how many images it keys. A key in an
+    unknown layout (or ``{}``) is an error naming the file and the fields it expected, never a run
+    that writes a results file with no rows."""
+    from aes_lib.io import read_json
+
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object keyed by image file name, "
+                         f"got {type(data).__name__}")
+    if not data:
+        raise ValueError(f"{path}: the key file has no entries")
+    keyed = [image for image, entry in data.items() if isinstance(entry, dict)
+             and any(entry.get(f) not in (None, "", {}) for f in KEY_FIELDS)]
+    if not keyed:
+        seen = sorted({f for e in data.values() if isinstance(e, dict) for f in e})
+        raise ValueError(f"{path}: unknown key layout: no image has any of the fields "
+                         f"{', '.join(KEY_FIELDS)}; its fields are {seen[:10] or 'none'}")
+    return len(keyed)
+
+
+def check_rows(rows: Sequence[dict[str, Any]], responses: str | Path, key: str | Path) -> None:
+    """Scoring that yields no result row is an error (nothing is written then)."""
+    if not rows:
+        raise ValueError(f"{responses}: no question of {key} was scored (no response matches a keyed "
+                         "question): nothing written")
+
+
 def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")

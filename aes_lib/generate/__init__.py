@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,10 @@ __all__ = ["GenerateConfig", "generate", "estimate", "batch_export", "batch_impo
            "BACKENDS", "OPEN_TYPES"]
 
 log = logging.getLogger(__name__)
+
+#: exit code of ``aes generate`` when the run finished and wrote its files but lost critiques
+#: (their refine or assemble request failed after every retry); docs/generate.md
+EXIT_CRITIQUES_LOST = 3
 
 
 def _configs(args: argparse.Namespace) -> tuple[GenerateConfig, Any]:
@@ -78,6 +83,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
           f"{s['n_rejected']} rejected; by type {s['counts_by_type']}; by split {s['counts_by_split']}; "
           f"tokens {result['run']['usage'].get('total_tokens', 0)}, "
           f"cost ${result['run']['usage'].get('cost_usd', 0.0):.4f} -> {Path(args.out) / 'instructions'}")
+    if result["lost"]:
+        print(f"aes generate: {len(result['lost'])} of {s['n_critiques']} critiques lost: their API requests "
+              f"failed (stage refine/assemble in {Path(args.out) / 'instructions' / 'rejects.jsonl'}); "
+              f"rerun the same command to retry only those (exit code {EXIT_CRITIQUES_LOST})",
+              file=sys.stderr)
+        return EXIT_CRITIQUES_LOST
     return 0
 
 

@@ -81,9 +81,19 @@ class GenerateConfig(Config):
 
 # --- inputs ---------------------------------------------------------------------------------
 
+#: what to pass when critiques come without a dataset manifest (imported critiques)
+NO_MANIFEST_HINT = ("for critiques imported without a dataset, pass --manifest none "
+                    "--unlisted-images hash_split (Python: manifest=None, unlisted_images='hash_split')")
+
+
 def load_images(manifest: str | Path | None) -> dict[str, ImageRecord]:
+    """The manifest's images by id; a missing manifest is an error that says what to pass for
+    critiques without a dataset (after ``aes collect import``)."""
     if manifest is None:
         return {}
+    if not Path(manifest).exists():
+        raise FileNotFoundError(f"{manifest}: file not found (no dataset manifest: build one with "
+                                f"'aes data build', or {NO_MANIFEST_HINT})")
     return {r.id: r for r in read_manifest(manifest)}
 
 
@@ -107,8 +117,7 @@ def resolve_images(critiques: list[Critique], images: dict[str, ImageRecord], cf
             out[c.image_id] = (image, hash_split(c.image_id))
         else:
             raise ValueError(f"{where}: critique {c.id!r}: image_id {c.image_id!r} is not in the "
-                             f"manifest (set unlisted_images='hash_split' for imported critiques "
-                             f"without images)")
+                             f"manifest ({NO_MANIFEST_HINT})")
     return out
 
 
@@ -434,16 +443,23 @@ def generate(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_cfg: A
            "inputs": {"critiques": str(critiques_path), "manifest": str(manifest) if manifest else None},
            "usage": usage, "n_critiques": len(critiques), "n_instructions": len(instructions),
            "n_rejected": len(rejects), "seconds": round(time.monotonic() - t0, 3)}
+    # a critique whose refine or assemble request failed (after retries and re-asks) is lost:
+    # it gave no instruction at all; a rerun sends only those requests again (the rest is cached)
+    lost = sorted({r["critique_id"] for r in rejects if r["stage"] in ("refine", "assemble")})
+    run["n_critiques_lost"] = len(lost)
     refined = [r for _, r, _ in triples]
     written = write_outputs(out, instructions, refined, rejects, stats, run)
     log.info("%d instructions from %d critiques (%d rejected) -> %s", len(instructions),
              len(critiques), len(rejects), out)
+    if lost:
+        log.warning("%d of %d critiques lost (refine or assemble failed): see %s", len(lost),
+                    len(critiques), Path(out) / "rejects.jsonl")
     if critiques and not instructions:  # the files are written (rejects included); the run failed
         reasons = Counter(r["reason"] for r in rejects).most_common(1)
         raise ValueError(f"no instruction came out of {len(critiques)} critiques: all were rejected"
                          + (f" (most often: {reasons[0][0]})" if reasons else "")
                          + f"; see {Path(out) / 'rejects.jsonl'}")
-    return {"paths": written, "stats": stats, "run": run}
+    return {"paths": written, "stats": stats, "run": run, "lost": lost}
 
 
 def plan_requests(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_cfg: Any = None,
