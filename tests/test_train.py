@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from aes_lib.config import ConfigError
-from aes_lib.models import build_tiny_llava, load_model_and_processor
+from aes_lib.models import SYSTEM_PROMPTS, build_tiny_llava, load_model_and_processor
 from aes_lib.train import TrainConfig, encode_conversation, read_loss_csv, train
 from aes_lib.train.data import IGNORE, LlavaDataset, step_indices
 
@@ -75,7 +75,7 @@ def test_label_masking_positions_exact(workspace):
     def n_tokens(text):  # as inference tokenizes a prompt: whole, with <s>, <image> expanded
         return len(tok(text)["input_ids"]) + n_img - 1
 
-    first = "USER: <image>\nIs it blurry? ASSISTANT:"
+    first = SYSTEM_PROMPTS["v1"] + " USER: <image>\nIs it blurry? ASSISTANT:"  # the default conversation
     second = first + " Yes.</s>USER: Why? ASSISTANT:"
     full = second + " Soft edges.</s>"
     a1, e1 = n_tokens(first), n_tokens(first + " Yes.</s>")
@@ -120,8 +120,8 @@ def test_dropped_and_truncated_counts(workspace):
     # no room for any answer token: nothing to train on is an error, not a zero loss
     with pytest.raises(ValueError, match="none of the 4 samples has a supervised"):
         LlavaDataset(processor, recs, workspace / "data", max_length=n_prompt)
-    # the image placeholders cut: dropped and counted as such
-    with pytest.raises(ValueError, match="none of the 4 samples"):
+    # the image placeholders cut (the system prompt before them too long): said so
+    with pytest.raises(ValueError, match="max_length=.* cuts the 16 image tokens of every one of the 4"):
         LlavaDataset(processor, recs, workspace / "data", max_length=last_image)
     # a long question pushes the answer out: dropped and counted; too many of them is an error
     long_q = [{**r, "id": f"longq{i}", "conversations": [
