@@ -438,6 +438,15 @@ def test_trained_model_carries_its_input_format_to_evaluation(workspace):
     # the base model itself records nothing: it gets the default (pad, v1)
     _, base = load_model_and_processor(workspace / "base_model")
     assert input_format_of(base) == {"image_mode": "pad", "conversation": "v1"}
+    # the evaluation stage's loader: the saved format, unless its config names another
+    from aes_lib.evaluate.run import EvalConfig, _load_local
+
+    assert input_format_of(_load_local(run / "merged", None, EvalConfig(device="cpu"))[1]) == chosen
+    assert input_format_of(_load_local(workspace / "base_model", run / "adapter", EvalConfig(device="cpu"))[1]) == chosen
+    override = EvalConfig(device="cpu", image_mode="pad", conversation="v1")
+    assert input_format_of(_load_local(run / "merged", None, override)[1]) == {"image_mode": "pad", "conversation": "v1"}
+    with pytest.raises(ConfigError, match="image_mode"):
+        EvalConfig.from_dict({"image_mode": "stretch"})
     with pytest.raises(ValueError, match="cannot resume with image_mode='pad'"):
         train(make_cfg(workspace, "fmt", max_steps=1, save_every=1, resume_from="latest", conversation="llava_v1"))
 
