@@ -400,6 +400,7 @@ def train(cfg: TrainConfig, stop_after: int = 0) -> dict[str, Any]:
     with accelerator.main_process_first():  # the tiny tokenizer learns every record's words
         base = prepare_base_model(cfg, all_records)
     set_seed(cfg.seed)
+    # LoRA: frozen base in bf16, trained tensors cast to fp32 by apply_method; full: fp32 masters
     dtype = "bf16" if precision == "bf16" and cfg.method == "lora" else "fp32"
     model, processor = load_model_and_processor(base, dtype=dtype, image_mode=cfg.image_mode,
                                                 conversation=cfg.conversation,

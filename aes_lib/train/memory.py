@@ -6,6 +6,8 @@ moments: 16 bytes. DeepSpeed's bf16 mode keeps the same 16 bytes in another spli
 weight and gradient, fp32 master, fp32 moments). Frozen parameters cost their storage size
 (bf16: 2 bytes). Sharding (FSDP, ZeRO) divides what it shards by the number of processes.
 Activations are not counted: they depend on batch, sequence length and checkpointing.
+Under DeepSpeed ZeRO-1/2 the replicated weights are bf16 (2 bytes, not the 4 counted here), so
+the estimate is an upper bound there; under ZeRO-3 and FSDP it is exact for these states.
 """
 
 from __future__ import annotations
