@@ -42,8 +42,8 @@ class TrainConfig(Config):
     lora_r: int = field(default=128, metadata={"help": "LoRA rank (LLaVA-1.5 recipe: 128)"})
     lora_alpha: int = field(default=256, metadata={"help": "LoRA alpha (recipe: 256)"})
     lora_dropout: float = field(default=0.05, metadata={
-        "help": "dropout on the LoRA path (recipe: 0.05; 0 is faster and lets peft skip a copy; each "
-                "process draws its own masks, so only at 0 do N processes match 1 bit for bit)"})
+        "help": "dropout on the LoRA path (recipe: 0.05; 0 is faster and lets peft skip a copy); masks "
+                "are seeded per micro-batch by seed, step and its place in the global batch"})
     lora_targets: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
                                                          "gate_proj", "up_proj", "down_proj"],
                                metadata={"help": "leaf names of the language model's linear layers "

@@ -209,12 +209,21 @@ def loss_sum(model, batch: dict[str, Any]):
                            ignore_index=-100, reduction="sum")
 
 
+def micro_batch_seed(seed: int, step: int, index: int) -> int:
+    """Random seed of micro-batch ``index`` (counted over the whole global batch) of ``step``."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, step, index]).generate_state(1)[0])
+
+
 def training_step(model, optimizer, micro_batches: Sequence[dict[str, Any]], accelerator,
-                  max_grad_norm: float = 1.0) -> dict[str, float]:
+                  max_grad_norm: float = 1.0, seeds: Sequence[int] | None = None) -> dict[str, float]:
     """Forward/backward every micro-batch of this process, then one optimizer step.
 
     The loss is the mean over the supervised tokens of the whole global batch (all
     micro-batches, all processes). Returns that loss and the number of (non-padding) tokens.
+    ``seeds``: one per micro-batch, set before its forward pass, so its dropout masks depend on
+    which samples it holds, not on which process runs it.
     """
     import torch
 
@@ -233,6 +242,8 @@ def training_step(model, optimizer, micro_batches: Sequence[dict[str, Any]], acc
         batch = {k: v.to(dev) for k, v in batch.items()}
         last = i == len(micro_batches) - 1
         ctx = accelerator.no_sync(model) if not last and accelerator.num_processes > 1 else _null()
+        if seeds is not None:
+            torch.manual_seed(seeds[i])
         with ctx:
             loss = loss_sum(model, batch)
             accelerator.backward(loss * scale)
@@ -465,7 +476,8 @@ def train(cfg: TrainConfig, stop_after: int = 0) -> dict[str, Any]:
         t0 = time.perf_counter()
         batches = batches_of(step, upcoming=step + 1 if step + 1 < end else None)
         lr = scheduler.get_last_lr()[0]
-        result = training_step(model, optimizer, batches, accelerator, cfg.max_grad_norm)
+        seeds = [micro_batch_seed(cfg.seed, step, a * world + rank) for a in range(accum)]
+        result = training_step(model, optimizer, batches, accelerator, cfg.max_grad_norm, seeds)
         scheduler.step()
         dt = time.perf_counter() - t0
         elapsed += dt
