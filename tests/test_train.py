@@ -540,6 +540,25 @@ def test_memory_estimate_on_known_parameter_counts():
         estimate_training_memory(1, 1, sharding="zero4")
 
 
+def test_sharding_is_read_off_the_accelerator():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from aes_lib.train.memory import sharding_of
+
+    def acc(kind, **state):
+        return SimpleNamespace(distributed_type=kind, state=SimpleNamespace(**state))
+
+    assert sharding_of(acc(DistributedType.NO)) == sharding_of(acc(DistributedType.MULTI_GPU)) == "none"
+    assert sharding_of(acc(DistributedType.FSDP, fsdp_plugin=SimpleNamespace(sharding_strategy=None))) == "full"
+    assert sharding_of(acc(DistributedType.FSDP, fsdp_plugin=SimpleNamespace(
+        sharding_strategy="ShardingStrategy.SHARD_GRAD_OP"))) == "gradients"
+    for stage, level in ((1, "optimizer"), (2, "gradients"), (3, "full")):
+        assert sharding_of(acc(DistributedType.DEEPSPEED,
+                               deepspeed_plugin=SimpleNamespace(zero_stage=stage))) == level
+
+
 def test_training_logs_the_memory_estimate(workspace, caplog):
     import logging
 
