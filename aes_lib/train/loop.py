@@ -431,7 +431,7 @@ def train(cfg: TrainConfig, stop_after: int = 0) -> dict[str, Any]:
     step_indices(len(dataset), cfg.global_batch_size, 0, cfg.seed)  # fails early when too few samples
     model = apply_method(model, cfg)
     model.train()
-    summary_memory = log_memory_plan(model, accelerator, cfg.method)
+    memory_estimate = log_memory_plan(model, accelerator, cfg.method)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, total)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -462,7 +462,7 @@ def train(cfg: TrainConfig, stop_after: int = 0) -> dict[str, Any]:
     summary: dict[str, Any] = {"method": cfg.method, "base_model": base, "precision": precision,
                                "num_processes": world, "grad_accum": accum, "total_steps": total,
                                "trainable_parameters": n_train, "parameters": n_params,
-                               "memory_estimate_gib": round(summary_memory.total / 2 ** 30, 3),
+                               "memory_estimate_gib": round(memory_estimate.total / 2 ** 30, 3),
                                "input_format": input_format_of(processor)}
     if val_set is not None and start == 0:
         summary["val_loss_before"] = evaluate_loss(model, val_set, collator, cfg, accelerator)
