@@ -9,11 +9,18 @@ The tiny model is a real LLaVA: a CLIP vision tower, the two-layer projector and
 language model, with a byte-level BPE tokenizer the project trains offline with ``tokenizers``
 and the LLaVA-v1 conversation template (``aes_lib/assets/llava_v1_chat_template.jinja``).
 
+How images and conversations are presented to a model (its *input format*: images padded to
+square or centre-cropped, LLaVA's v1 system prompt or the checkpoint's own chat template) is
+set on the processor by :func:`apply_input_format`, the one function both the training and the
+evaluation stage go through, and saved beside every trained model (``input_format.json``) so
+that evaluation presents inputs exactly as training did.
+
 torch, transformers, tokenizers and peft are imported inside the functions that use them.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from importlib import resources
@@ -29,6 +36,25 @@ ROLE_OF = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "as
            "system": "system"}
 CHAT_TEMPLATE_FILE = "llava_v1_chat_template.jinja"
 CORPUS_FILE = "tiny_tokenizer_corpus.txt"
+
+#: LLaVA's system prompts, as in ``llava/conversation.py`` of haotian-liu/LLaVA. ``v1`` is
+#: ``conv_vicuna_v1``, the conversation LLaVA-1.5's fine-tuning scripts train with
+#: (``--version v1``); ``llava_v1`` is ``conv_llava_v1``, what LLaVA's evaluation scripts select
+#: with ``--conv-mode llava_v1``. Both render ``SYSTEM USER: <image>\nQ ASSISTANT: A</s>USER: ...``.
+SYSTEM_PROMPTS = {
+    "v1": "A chat between a curious user and an artificial intelligence assistant. "
+          "The assistant gives helpful, detailed, and polite answers to the user's questions.",
+    "llava_v1": "A chat between a curious human and an artificial intelligence assistant. "
+                "The assistant gives helpful, detailed, and polite answers to the human's questions.",
+}
+#: ``checkpoint`` keeps the chat template the checkpoint ships (llava-hf's has no system prompt).
+CONVERSATIONS = (*SYSTEM_PROMPTS, "checkpoint")
+#: ``pad``: pad to a square in the image processor's mean colour, then resize (LLaVA-1.5's
+#: ``image_aspect_ratio pad``; the whole photo is seen). ``crop``: resize the short side and
+#: centre-crop (the CLIP processor's own behaviour; the edges of a non-square photo are lost).
+IMAGE_MODES = ("pad", "crop")
+DEFAULT_INPUT_FORMAT = {"image_mode": "pad", "conversation": "v1"}
+INPUT_FORMAT_FILE = "input_format.json"
 
 
 def asset_text(name: str) -> str:
@@ -107,7 +133,8 @@ def build_tiny_llava(out_dir: str | Path, corpus_texts: Sequence[str] | None = N
     if image_size % shape.patch_size:
         raise ValueError(f"image_size {image_size} must be a multiple of patch_size {shape.patch_size}")
     out_dir = Path(out_dir)
-    tokenizer = train_tokenizer(default_corpus() + list(corpus_texts or []), shape.vocab_size)
+    tokenizer = train_tokenizer(default_corpus() + list(SYSTEM_PROMPTS.values()) + list(corpus_texts or []),
+                                shape.vocab_size)
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
         do_center_crop=True, do_resize=True, do_normalize=True, do_convert_rgb=True)
@@ -160,21 +187,118 @@ def resolve_dtype(dtype: Any):
     return names[dtype]
 
 
-def load_processor(path_or_id: str | Path):
-    """The checkpoint's processor (tokenizer, image processor, chat template)."""
+def chat_template(conversation: str) -> str:
+    """The project's LLaVA-v1 chat template with the system prompt of ``conversation``."""
+    if conversation not in SYSTEM_PROMPTS:
+        raise ValueError(f"conversation: {conversation!r} has no system prompt (known: "
+                         f"{', '.join(SYSTEM_PROMPTS)})")
+    return ("{%- set default_system = " + json.dumps(SYSTEM_PROMPTS[conversation]) + " -%}\n"
+            + asset_text(CHAT_TEMPLATE_FILE))
+
+
+def with_image_mode(image_processor, image_mode: str):
+    """A copy of a CLIP-style image processor that pads to square (``pad``) or centre-crops.
+
+    Padding uses transformers' LLaVA image processor (``do_pad``): the image is padded to a
+    square in ``int(255 x image_mean)`` per channel, as LLaVA-1.5's ``expand2square`` does,
+    then resized and (a no-op on a square) centre-cropped. Every other setting is kept.
+    """
+    if image_mode not in IMAGE_MODES:
+        raise ValueError(f"image_mode: {image_mode!r} is not one of {', '.join(IMAGE_MODES)}")
+    from transformers.models.llava import image_processing_pil_llava
+
+    settings = {k: v for k, v in image_processor.to_dict().items()
+                if k not in ("image_processor_type", "processor_class", "do_pad")}
+    cls = image_processing_pil_llava.LlavaImageProcessorPil
+    if not type(image_processor).__name__.endswith("Pil"):  # keep the torchvision backend
+        try:
+            from transformers.models.llava.image_processing_llava import LlavaImageProcessor as cls
+        except ImportError:  # pragma: no cover - torchvision missing
+            pass
+    return cls(**settings, do_pad=image_mode == "pad")
+
+
+def apply_input_format(processor, image_mode: str = DEFAULT_INPUT_FORMAT["image_mode"],
+                       conversation: str = DEFAULT_INPUT_FORMAT["conversation"]):
+    """Set how ``processor`` presents images and conversations; returns it (changed in place).
+
+    The one place training and evaluation configure a processor, so they cannot disagree.
+    ``image_mode``: ``pad`` | ``crop`` (see :data:`IMAGE_MODES`). ``conversation``: ``v1`` (LLaVA-1.5's
+    training conversation, with its system prompt) | ``llava_v1`` | ``checkpoint`` (keep the
+    checkpoint's own template).
+    """
+    if conversation not in CONVERSATIONS:
+        raise ValueError(f"conversation: {conversation!r} is not one of {', '.join(CONVERSATIONS)}")
+    processor.image_processor = with_image_mode(processor.image_processor, image_mode)
+    if conversation != "checkpoint":
+        processor.chat_template = chat_template(conversation)
+    return processor
+
+
+def input_format_of(processor) -> dict[str, str]:
+    """The input format a processor applies now (read off its image processor and template)."""
+    template = getattr(processor, "chat_template", None)
+    conversation = next((c for c in SYSTEM_PROMPTS if template == chat_template(c)), "checkpoint")
+    image_mode = "pad" if getattr(processor.image_processor, "do_pad", False) else "crop"
+    return {"image_mode": image_mode, "conversation": conversation}
+
+
+def read_input_format(folder: str | Path) -> dict[str, str] | None:
+    """The input format saved in a model or adapter folder, or None when it has none."""
+    path = Path(folder) / INPUT_FORMAT_FILE
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(saved, dict) or saved.get("image_mode") not in IMAGE_MODES \
+            or saved.get("conversation") not in CONVERSATIONS:
+        raise ValueError(f"{path}: expected {{image_mode: {'|'.join(IMAGE_MODES)}, conversation: "
+                         f"{'|'.join(CONVERSATIONS)}}}, got {saved!r}")
+    return {"image_mode": saved["image_mode"], "conversation": saved["conversation"]}
+
+
+def write_input_format(folder: str | Path, processor) -> Path:
+    """Record the processor's input format in ``folder/input_format.json`` (read back on load)."""
+    path = Path(folder) / INPUT_FORMAT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(input_format_of(processor), indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def save_processor(processor, folder: str | Path) -> None:
+    """``processor.save_pretrained(folder)`` plus its input format (``input_format.json``)."""
+    processor.save_pretrained(folder)
+    write_input_format(folder, processor)
+
+
+def load_processor(path_or_id: str | Path, image_mode: str | None = None,
+                   conversation: str | None = None, format_from: str | Path | None = None):
+    """The checkpoint's processor (tokenizer, image processor, chat template), input format applied.
+
+    The format is, key by key: the argument when given, else what ``format_from`` (default: the
+    model folder) saved in ``input_format.json`` when it was trained, else
+    :data:`DEFAULT_INPUT_FORMAT` (pad, LLaVA v1 system prompt).
+    """
     from transformers import AutoProcessor
 
-    return AutoProcessor.from_pretrained(str(path_or_id))
+    processor = AutoProcessor.from_pretrained(str(path_or_id))
+    source = Path(format_from if format_from is not None else path_or_id)
+    saved = read_input_format(source) if source.is_dir() else None
+    fmt = {**DEFAULT_INPUT_FORMAT, **(saved or {})}
+    fmt.update({k: v for k, v in (("image_mode", image_mode), ("conversation", conversation)) if v})
+    return apply_input_format(processor, **fmt)
 
 
 def load_model_and_processor(path_or_id: str | Path, adapter: str | Path | None = None,
-                             dtype: Any = None, device: str | None = None, **model_kwargs: Any):
+                             dtype: Any = None, device: str | None = None, image_mode: str | None = None,
+                             conversation: str | None = None, **model_kwargs: Any):
     """Load a llava-hf-layout checkpoint (local folder or hub id) and its processor.
 
     ``adapter``: a peft adapter folder applied on top (kept unmerged; see
     :func:`aes_lib.train.merge_adapter` for a standalone copy). ``dtype``: ``None``/``"auto"``
     keeps the checkpoint's. The model is returned in eval mode on ``device`` (default: CPU).
-    ``model_kwargs`` go to ``from_pretrained`` (e.g. ``attn_implementation="sdpa"``).
+    ``image_mode`` / ``conversation``: the input format (see :func:`load_processor`; the
+    adapter's saved format wins over the base model's). ``model_kwargs`` go to
+    ``from_pretrained`` (e.g. ``attn_implementation="sdpa"``).
     """
     from transformers import AutoModelForImageTextToText
 
@@ -184,7 +308,8 @@ def load_model_and_processor(path_or_id: str | Path, adapter: str | Path | None 
         raise FileNotFoundError(f"{path}: model folder not found")
     if path.exists() and not (path / "config.json").exists():
         raise FileNotFoundError(f"{path}: no config.json (not a saved model folder)")
-    processor = load_processor(path_or_id)
+    format_from = adapter if adapter is not None and read_input_format(adapter) else None
+    processor = load_processor(path_or_id, image_mode, conversation, format_from)
     model = AutoModelForImageTextToText.from_pretrained(str(path_or_id), dtype=resolve_dtype(dtype),
                                                         **model_kwargs)
     if adapter is not None:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from aes_lib.config import ConfigError
-from aes_lib.models import build_tiny_llava, load_model_and_processor
+from aes_lib.models import SYSTEM_PROMPTS, build_tiny_llava, load_model_and_processor
 from aes_lib.train import TrainConfig, encode_conversation, read_loss_csv, train
 from aes_lib.train.data import IGNORE, LlavaDataset, step_indices
 
@@ -75,7 +75,7 @@ def test_label_masking_positions_exact(workspace):
     def n_tokens(text):  # as inference tokenizes a prompt: whole, with <s>, <image> expanded
         return len(tok(text)["input_ids"]) + n_img - 1
 
-    first = "USER: <image>\nIs it blurry? ASSISTANT:"
+    first = SYSTEM_PROMPTS["v1"] + " USER: <image>\nIs it blurry? ASSISTANT:"  # the default conversation
     second = first + " Yes.</s>USER: Why? ASSISTANT:"
     full = second + " Soft edges.</s>"
     a1, e1 = n_tokens(first), n_tokens(first + " Yes.</s>")
@@ -120,8 +120,8 @@ def test_dropped_and_truncated_counts(workspace):
     # no room for any answer token: nothing to train on is an error, not a zero loss
     with pytest.raises(ValueError, match="none of the 4 samples has a supervised"):
         LlavaDataset(processor, recs, workspace / "data", max_length=n_prompt)
-    # the image placeholders cut: dropped and counted as such
-    with pytest.raises(ValueError, match="none of the 4 samples"):
+    # the image placeholders cut (the system prompt before them too long): said so
+    with pytest.raises(ValueError, match="max_length=.* cuts the 16 image tokens of every one of the 4"):
         LlavaDataset(processor, recs, workspace / "data", max_length=last_image)
     # a long question pushes the answer out: dropped and counted; too many of them is an error
     long_q = [{**r, "id": f"longq{i}", "conversations": [
@@ -349,16 +349,17 @@ def test_llava_hf_template_gets_answers_closed_by_eos(workspace):
 
 @pytest.mark.slow
 def test_two_processes_give_the_same_update_as_one(workspace, tmp_path):
-    """DDP on 2 CPU processes (gloo, torchrun) with accumulation 1 = one process accumulating 2."""
+    """DDP on 2 CPU processes (gloo, torchrun) with accumulation 1 = one process accumulating 2,
+    LoRA dropout on: each micro-batch's dropout masks are seeded by its place in the global batch."""
     import os
     import subprocess
     import sys
 
     import yaml
 
-    one = train(make_cfg(workspace, "ddp_one", lora_dropout=0.0, max_steps=2))
+    one = train(make_cfg(workspace, "ddp_one", lora_dropout=0.1, max_steps=2))
     assert one["grad_accum"] == 2
-    cfg = make_cfg(workspace, "ddp_two", lora_dropout=0.0, max_steps=2).to_dict()
+    cfg = make_cfg(workspace, "ddp_two", lora_dropout=0.1, max_steps=2).to_dict()
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -403,3 +404,203 @@ def test_types_filter_the_training_records(workspace, tmp_path):
                    types=["perception_mcq"], max_steps=1))
     stats = json.loads((tmp_path / "typed/data_stats.json").read_text())
     assert stats["n_records"] == 8 and stats["counts_by_type"] == {"perception_mcq": 8}
+
+
+# --- issue 13: input format, bf16 master weights, memory, launch and length checks ------------
+
+def test_masked_view_with_the_v1_system_prompt(workspace):
+    """The system prompt is context, never supervised; each answer (closed by </s>) is."""
+    from aes_lib.train.data import masked_view
+
+    _, processor = load_model_and_processor(workspace / "base_model")
+    conv = [{"from": "human", "value": "<image>\nIs it blurry?"}, {"from": "gpt", "value": "Yes."},
+            {"from": "human", "value": "Why?"}, {"from": "gpt", "value": "Soft edges."}]
+    assert masked_view(processor, conv) == ("<s>" + SYSTEM_PROMPTS["v1"] + " USER: <image>\nIs it blurry? "
+                                            "ASSISTANT:[[ Yes.</s>]]USER: Why? ASSISTANT:[[ Soft edges.</s>]]")
+
+
+def test_trained_model_carries_its_input_format_to_evaluation(workspace):
+    """What training chose is saved with adapter, merged model and checkpoints, and loading
+    them (what evaluation does) applies it again."""
+    from aes_lib.models import build_prompt, input_format_of, read_input_format
+
+    chosen = {"image_mode": "crop", "conversation": "llava_v1"}
+    summary = train(make_cfg(workspace, "fmt", max_steps=1, merge=True, save_every=1, **chosen))
+    run = workspace / "fmt"
+    assert summary["input_format"] == chosen
+    for folder in (run / "adapter", run / "merged", run / "checkpoint-1" / "adapter"):
+        assert read_input_format(folder) == chosen, folder
+    _, from_adapter = load_model_and_processor(workspace / "base_model", adapter=run / "adapter")
+    _, from_merged = load_model_and_processor(run / "merged")
+    for processor in (from_adapter, from_merged):
+        assert input_format_of(processor) == chosen
+        assert build_prompt(processor, [{"from": "human", "value": "<image>\nQ?"}]) == \
+            SYSTEM_PROMPTS["llava_v1"] + " USER: <image>\nQ? ASSISTANT:"
+    # the base model itself records nothing: it gets the default (pad, v1)
+    _, base = load_model_and_processor(workspace / "base_model")
+    assert input_format_of(base) == {"image_mode": "pad", "conversation": "v1"}
+    # the evaluation stage's loader: the saved format, unless its config names another
+    from aes_lib.evaluate.run import EvalConfig, _load_local
+
+    assert input_format_of(_load_local(run / "merged", None, EvalConfig(device="cpu"))[1]) == chosen
+    assert input_format_of(_load_local(workspace / "base_model", run / "adapter", EvalConfig(device="cpu"))[1]) == chosen
+    override = EvalConfig(device="cpu", image_mode="pad", conversation="v1")
+    assert input_format_of(_load_local(run / "merged", None, override)[1]) == {"image_mode": "pad", "conversation": "v1"}
+    with pytest.raises(ConfigError, match="image_mode"):
+        EvalConfig.from_dict({"image_mode": "stretch"})
+    with pytest.raises(ValueError, match="cannot resume with image_mode='pad'"):
+        train(make_cfg(workspace, "fmt", max_steps=1, save_every=1, resume_from="latest", conversation="llava_v1"))
+
+
+def _big_weight_changes(before, after, threshold: float = 2 ** -6) -> float:
+    """Share of the weights with |w| > threshold whose value changed."""
+    big = before.abs() > threshold
+    assert int(big.sum()) > 100
+    return float((after[big] != before[big]).float().mean())
+
+
+@pytest.fixture
+def fresh_accelerator_state():
+    """accelerate keeps one mixed-precision setting per process: clear it around a bf16 test."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()
+
+
+def test_bf16_lora_keeps_fp32_masters_so_a_2e5_step_moves_the_projector(workspace, fresh_accelerator_state):
+    """At the recipe's projector lr 2e-5, bf16 storage rounds every update of a weight above 2^-6
+    away; the fp32 master weights keep it. Save, resume and merge work on them."""
+    import torch
+    from safetensors.torch import load_file
+
+    kw = dict(precision="bf16", lr=2e-5, projector_lr=2e-5, warmup_ratio=0.0, lora_dropout=0.0,
+              max_grad_norm=0.0, lr_scheduler="constant")
+    train(make_cfg(workspace, "bf16_one", max_steps=1, **kw))
+    base = load_file(str(workspace / "base_model/model.safetensors"))
+    adapter = trainable_state(workspace / "bf16_one/adapter")
+    saved = {k: v for k, v in adapter.items() if "lora_" not in k}
+    # the projector's two layers and lm_head (modules_to_save), as named in the base checkpoint
+    base_name = {f"base_model.model.model.multi_modal_projector.linear_{i}.{w}": f"multi_modal_projector.linear_{i}.{w}"
+                 for i in (1, 2) for w in ("weight", "bias")}
+    base_name["base_model.model.lm_head.weight"] = "language_model.lm_head.weight"
+    assert set(saved) == set(base_name)
+    for key, value in saved.items():
+        assert value.dtype == torch.float32, key
+        if value.ndim == 2:   # every sizeable weight moved by one 2e-5 step from its bf16 start
+            start = base[base_name[key]].to(torch.bfloat16).float()
+            assert _big_weight_changes(start, value) > 0.99, key
+    # resume in bf16 gives the same weights as a straight run; merging folds the fp32 values in
+    train(make_cfg(workspace, "bf16_straight", max_steps=2, merge=True, **kw))
+    train(make_cfg(workspace, "bf16_resumed", max_steps=2, save_every=1, **kw), stop_after=1)
+    train(make_cfg(workspace, "bf16_resumed", max_steps=2, save_every=1, resume_from="latest", **kw))
+    assert _close(trainable_state(workspace / "bf16_straight/adapter"),
+                  trainable_state(workspace / "bf16_resumed/adapter"), atol=1e-6)
+    merged = load_file(str(workspace / "bf16_straight/merged/model.safetensors"))
+    trained = trainable_state(workspace / "bf16_straight/adapter")
+    proj = next(k for k in trained if k.endswith("multi_modal_projector.linear_1.weight"))
+    assert torch.equal(merged["multi_modal_projector.linear_1.weight"], trained[proj])
+
+
+def test_keep_fp32_masters_casts_only_trainable_half_tensors():
+    import torch
+
+    from aes_lib.train.loop import keep_fp32_masters
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)).to(torch.bfloat16)
+    model[0].requires_grad_(False)
+    assert keep_fp32_masters(model) == 2
+    assert [p.dtype for p in model.parameters()] == [torch.bfloat16] * 2 + [torch.float32] * 2
+
+
+def test_max_length_that_cannot_hold_the_image_tokens_says_so(workspace):
+    _, processor = load_model_and_processor(workspace / "base_model")
+    recs = json.loads((workspace / "instructions/llava_train.json").read_text())[:2]
+    with pytest.raises(ValueError, match="max_length=12 cannot hold the model's 16 image tokens"):
+        LlavaDataset(processor, recs, workspace / "data", max_length=12)
+
+
+def test_memory_estimate_on_known_parameter_counts():
+    from aes_lib.train.memory import GIB, estimate_training_memory
+
+    seven_b = 7_000_000_000
+    full = estimate_training_memory(seven_b, 0)                      # one GPU, every weight trained
+    assert full.total == 16 * seven_b == 112e9                       # the issue's "about 112 GB"
+    assert (full.trainable_weights, full.gradients, full.optimizer_states) == (28e9, 28e9, 56e9)
+    zero3 = estimate_training_memory(seven_b, 0, processes=8, sharding="full")
+    assert zero3.total == 14e9                                       # split 8 ways
+    zero2 = estimate_training_memory(seven_b, 0, processes=8, sharding="gradients")
+    assert zero2.total == 28e9 + (28e9 + 56e9) / 8
+    # LoRA r 128 on a 7B LM (~320 M trainable with the projector), base frozen in bf16
+    lora = estimate_training_memory(320_000_000, seven_b, frozen_bytes=2)
+    assert lora.total == 14e9 + 16 * 320e6
+    assert "GiB per process" in lora.describe() and f"{lora.total / GIB:.1f}" in lora.describe()
+    with pytest.raises(ValueError, match="sharding"):
+        estimate_training_memory(1, 1, sharding="zero4")
+
+
+def test_sharding_is_read_off_the_accelerator():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from aes_lib.train.memory import sharding_of
+
+    def acc(kind, **state):
+        return SimpleNamespace(distributed_type=kind, state=SimpleNamespace(**state))
+
+    assert sharding_of(acc(DistributedType.NO)) == sharding_of(acc(DistributedType.MULTI_GPU)) == "none"
+    assert sharding_of(acc(DistributedType.FSDP, fsdp_plugin=SimpleNamespace(sharding_strategy=None))) == "full"
+    assert sharding_of(acc(DistributedType.FSDP, fsdp_plugin=SimpleNamespace(
+        sharding_strategy="ShardingStrategy.SHARD_GRAD_OP"))) == "gradients"
+    for stage, level in ((1, "optimizer"), (2, "gradients"), (3, "full")):
+        assert sharding_of(acc(DistributedType.DEEPSPEED,
+                               deepspeed_plugin=SimpleNamespace(zero_stage=stage))) == level
+
+
+def test_training_logs_the_memory_estimate(workspace, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="aes_lib.train.memory"):
+        summary = train(make_cfg(workspace, "mem", max_steps=1))
+    assert any("memory estimate:" in r.getMessage() and "sharding none" in r.getMessage()
+               for r in caplog.records)
+    assert 0 < summary["memory_estimate_gib"] < 0.1   # the tiny model: well under 100 MiB
+
+
+def test_requested_cpu_processes_reads_accelerate_command_lines(tmp_path):
+    from aes_lib.train.launch import requested_cpu_processes
+
+    acc = ["/usr/bin/python3", "/venv/bin/accelerate", "launch"]
+    assert requested_cpu_processes(acc + ["--cpu", "--num_processes", "2", "-m", "aes_lib.cli", "train"]) == 2
+    assert requested_cpu_processes(acc + ["--cpu", "--num-processes=3", "run.py", "--num_processes", "9"]) == 3
+    assert requested_cpu_processes(acc + ["--num_processes", "2", "-m", "aes_lib.cli", "train"]) == 1  # GPUs
+    assert requested_cpu_processes(acc + ["--cpu", "-m", "aes_lib.cli", "train"]) == 1
+    assert requested_cpu_processes(["torchrun", "--nproc_per_node", "2", "-m", "aes_lib.cli"]) == 1
+    cfg = tmp_path / "cpu.yaml"
+    cfg.write_text("use_cpu: true\nnum_processes: 4\ndistributed_type: MULTI_CPU\n")
+    assert requested_cpu_processes(acc + ["--config_file", str(cfg), "-m", "aes_lib.cli", "train"]) == 4
+
+
+@pytest.mark.slow
+def test_accelerate_launch_cpu_with_two_processes_is_refused(workspace, tmp_path):
+    """accelerate starts one process for --cpu whatever --num_processes says: the run stops and says so."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    if accelerate is None:
+        pytest.skip("no accelerate command next to this Python")
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(make_cfg(workspace, str(tmp_path / "run")).to_dict()))
+    proc = subprocess.run([accelerate, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "aes_lib.cli", "train",
+                           "--config", str(tmp_path / "t.yaml")], capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0
+    assert "started 1 process, not the 2 asked for" in proc.stderr and "torchrun" in proc.stderr
+    assert not (tmp_path / "run").exists()

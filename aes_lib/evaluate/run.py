@@ -19,6 +19,7 @@ from typing import Any
 from aes_lib.config import Config, require
 from aes_lib.evaluate import bench as B
 from aes_lib.evaluate.score import mark, merge_results_csv, score_rows, summarise, unparsed
+from aes_lib.models import CONVERSATIONS, IMAGE_MODES
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,11 @@ class EvalConfig(Config):
     api_cache: str = field(default="", metadata={"help": "client cache file; empty = <out_dir>/eval/api_cache.db"})
     dtype: str = field(default="auto", metadata={"help": "model dtype: auto, float32, bf16, fp16"})
     device: str = field(default="", metadata={"help": "torch device; empty = cuda when available, else cpu"})
+    image_mode: str = field(default="", metadata={
+        "help": "pad | crop; empty = what the model folder's input_format.json (written by training) says, "
+                "else pad (LLaVA-1.5's)"})
+    conversation: str = field(default="", metadata={
+        "help": "v1 | llava_v1 | checkpoint; empty = what the model folder's input_format.json says, else v1"})
     limit: int = field(default=0, metadata={"help": "evaluate only the first N items (0 = all)"})
     dimensions: list = field(default_factory=lambda: ["AesP", "AesE", "AesA", "AesI"], metadata={
         "help": "benchmark dimensions to evaluate (AesP, AesE, AesA, AesI)"})
@@ -73,6 +79,9 @@ class EvalConfig(Config):
         for k in ("batch_images", "batch_size", "max_new_tokens", "open_max_new_tokens", "n_boot"):
             require(getattr(self, k) >= 1, k, "must be at least 1")
         require(self.limit >= 0, "limit", "must be 0 or more")
+        require(self.image_mode in ("", *IMAGE_MODES), "image_mode", f"must be '' or one of {IMAGE_MODES}")
+        require(self.conversation in ("", *CONVERSATIONS), "conversation",
+                f"must be '' or one of {CONVERSATIONS}")
         bad = [d for d in self.dimensions if d not in ("AesP", "AesE", "AesA", "AesI")]
         require(not bad and bool(self.dimensions), "dimensions",
                 f"must be a non-empty list of AesP, AesE, AesA, AesI (got {self.dimensions!r})")
@@ -167,7 +176,8 @@ def _load_local(model_path: str | Path, adapter: str | Path | None, cfg: EvalCon
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return load_model_and_processor(model_path, adapter=adapter, dtype=cfg.dtype, device=device)
+    return load_model_and_processor(model_path, adapter=adapter, dtype=cfg.dtype, device=device,
+                                    image_mode=cfg.image_mode or None, conversation=cfg.conversation or None)
 
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")

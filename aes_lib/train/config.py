@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from aes_lib.config import Config, require
+from aes_lib.models import CONVERSATIONS, DEFAULT_INPUT_FORMAT, IMAGE_MODES
 
 #: LLaVA-1.5 recipe defaults (PAPER_FACTS.md: "Training recipes of the peers").
 RECIPE_LR = {"lora": 2e-4, "full": 2e-5}
@@ -28,12 +29,21 @@ class TrainConfig(Config):
                 "folder / hub id (LlavaForConditionalGeneration)"})
     base_model_dir: str = field(default="outputs/train/base_model", metadata={
         "help": "where model='tiny' is built (reused when it already exists)"})
+    # --- input format (saved with the model as input_format.json; evaluation presents inputs the same way)
+    image_mode: str = field(default=DEFAULT_INPUT_FORMAT["image_mode"], metadata={
+        "help": "pad (LLaVA-1.5's image_aspect_ratio pad: pad to square in the image processor's mean "
+                "colour, the whole photo seen) | crop (resize the short side, centre-crop)"})
+    conversation: str = field(default=DEFAULT_INPUT_FORMAT["conversation"], metadata={
+        "help": "v1 (LLaVA-1.5's training conversation with its system prompt) | llava_v1 (LLaVA's "
+                "evaluation wording of it) | checkpoint (the checkpoint's own chat template; "
+                "llava-hf's has no system prompt)"})
     # --- method
     method: str = field(default="lora", metadata={"help": "'lora' (peft) or 'full' fine-tuning"})
     lora_r: int = field(default=128, metadata={"help": "LoRA rank (LLaVA-1.5 recipe: 128)"})
     lora_alpha: int = field(default=256, metadata={"help": "LoRA alpha (recipe: 256)"})
     lora_dropout: float = field(default=0.05, metadata={
-        "help": "dropout on the LoRA path (recipe: 0.05; 0 is faster and lets peft skip a copy)"})
+        "help": "dropout on the LoRA path (recipe: 0.05; 0 is faster and lets peft skip a copy); masks "
+                "are seeded per micro-batch by seed, step and its place in the global batch"})
     lora_targets: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
                                                          "gate_proj", "up_proj", "down_proj"],
                                metadata={"help": "leaf names of the language model's linear layers "
@@ -96,6 +106,10 @@ class TrainConfig(Config):
 
     def check(self) -> None:
         require(self.method in RECIPE_LR, "method", f"must be 'lora' or 'full', got {self.method!r}")
+        require(self.image_mode in IMAGE_MODES, "image_mode",
+                f"must be one of {', '.join(IMAGE_MODES)}, got {self.image_mode!r}")
+        require(self.conversation in CONVERSATIONS, "conversation",
+                f"must be one of {', '.join(CONVERSATIONS)}, got {self.conversation!r}")
         if self.lr is None:
             self.lr = RECIPE_LR[self.method]
         if self.projector_lr is None:

@@ -167,6 +167,14 @@ def masked_view(processor, conversations: Sequence[dict[str, str]], n_image_toke
     return "".join(out)
 
 
+def check_length_holds_image(max_length: int, n_image_tokens: int, file: str = "") -> None:
+    """A sequence of ``max_length`` tokens must hold the image tokens, the BOS and an answer token."""
+    if max_length < n_image_tokens + 2:
+        raise ValueError(f"{file or 'training data'}: max_length={max_length} cannot hold the model's "
+                         f"{n_image_tokens} image tokens per image (plus the prompt and an answer): raise "
+                         f"max_length well above {n_image_tokens} (the LLaVA-1.5 recipe uses 2048 for 576)")
+
+
 def count_image_tokens(processor, image) -> int:
     """How many placeholder tokens the processor expands ``<image>`` into for ``image``."""
     out = processor(images=image, text=processor.image_token, return_tensors="np")
@@ -212,6 +220,7 @@ class LlavaDataset:
                                         f"{rec['id']!r} in {file or 'the data'} not found")
         with Image.open(self.image_root / records[0]["image"]) as im:
             n_image = count_image_tokens(processor, im.convert("RGB"))
+        check_length_holds_image(max_length, n_image, file)
         stats = DataStats(file=str(file or "training data"), n_records=len(records), max_length=max_length,
                           n_image_tokens=n_image,
                           counts_by_type=dict(Counter(str(r.get("type", "")) for r in records)))
@@ -243,6 +252,10 @@ class LlavaDataset:
                  "the image tokens, %d with no supervised token), %d supervised tokens",
                  s.file, s.n_records, s.n_kept, s.n_truncated, s.max_length, dropped,
                  s.n_dropped_truncated, s.n_dropped_no_supervised, s.supervised_tokens_total)
+        if s.n_kept == 0 and s.n_dropped_truncated == s.n_records:
+            raise ValueError(f"{s.file}: max_length={s.max_length} cuts the {s.n_image_tokens} image tokens "
+                             f"of every one of the {s.n_records} samples (the prompt before and around "
+                             "them does not fit): raise max_length")
         if s.n_kept == 0:
             raise ValueError(f"{s.file}: none of the {s.n_records} samples has a supervised "
                              "(assistant) token left: training would learn nothing. Check the chat "

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from aes_lib.io import atomic_write_text, read_json, write_json
+from aes_lib.models import input_format_of, save_processor, write_input_format
 from aes_lib.train.config import TrainConfig
 from aes_lib.train.data import Collator, LlavaDataset, read_llava_json, select_types, step_indices
 
@@ -97,10 +98,31 @@ def apply_method(model, cfg: TrainConfig):
                           target_modules=lora_target_regex(cfg.lora_targets),
                           modules_to_save=save or None, bias="none")
         model = get_peft_model(model, lora)
+    keep_fp32_masters(model)
     if cfg.torch_compile:
         for layer in language_layers(model):
             layer.compile()
     return model
+
+
+def keep_fp32_masters(model) -> int:
+    """Store every trainable bf16/fp16 parameter in fp32; returns how many tensors were cast.
+
+    Under bf16 the frozen base stays bf16 and autocast runs the matrix products in bf16, but a
+    trainable tensor stored in bf16 loses every update below half its rounding step (at 2e-5,
+    any weight above 2^-6 in size never moves). Kept in fp32 these tensors are the master
+    weights DeepSpeed's bf16 mode keeps beside its bf16 copies: the projector, every
+    ``modules_to_save`` module and, in full fine-tuning, every trained weight. LoRA matrices are
+    fp32 already (peft makes them so).
+    """
+    import torch
+
+    cast = 0
+    for p in model.parameters():
+        if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
+            p.data = p.data.float()
+            cast += 1
+    return cast
 
 
 def language_layers(model) -> list:
@@ -187,12 +209,21 @@ def loss_sum(model, batch: dict[str, Any]):
                            ignore_index=-100, reduction="sum")
 
 
+def micro_batch_seed(seed: int, step: int, index: int) -> int:
+    """Random seed of micro-batch ``index`` (counted over the whole global batch) of ``step``."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, step, index]).generate_state(1)[0])
+
+
 def training_step(model, optimizer, micro_batches: Sequence[dict[str, Any]], accelerator,
-                  max_grad_norm: float = 1.0) -> dict[str, float]:
+                  max_grad_norm: float = 1.0, seeds: Sequence[int] | None = None) -> dict[str, float]:
     """Forward/backward every micro-batch of this process, then one optimizer step.
 
     The loss is the mean over the supervised tokens of the whole global batch (all
     micro-batches, all processes). Returns that loss and the number of (non-padding) tokens.
+    ``seeds``: one per micro-batch, set before its forward pass, so its dropout masks depend on
+    which samples it holds, not on which process runs it.
     """
     import torch
 
@@ -211,6 +242,8 @@ def training_step(model, optimizer, micro_batches: Sequence[dict[str, Any]], acc
         batch = {k: v.to(dev) for k, v in batch.items()}
         last = i == len(micro_batches) - 1
         ctx = accelerator.no_sync(model) if not last and accelerator.num_processes > 1 else _null()
+        if seeds is not None:
+            torch.manual_seed(seeds[i])
         with ctx:
             loss = loss_sum(model, batch)
             accelerator.backward(loss * scale)
@@ -313,7 +346,7 @@ def write_run_files(folder: Path, cfg: TrainConfig, rows, stats: dict[str, Any])
 RESUME_KEYS = ("method", "seed", "global_batch_size", "max_steps", "num_epochs", "lr", "projector_lr",
                "lr_scheduler", "warmup_ratio", "lora_r", "lora_alpha", "lora_targets", "modules_to_save",
                "train_projector", "freeze_vision_tower", "max_length", "max_train_samples", "group_by_length",
-               "types")
+               "types", "image_mode", "conversation")
 
 
 def check_resumable(ckpt: Path, cfg: TrainConfig, n_samples: int) -> None:
@@ -360,7 +393,10 @@ def train(cfg: TrainConfig, stop_after: int = 0) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from aes_lib.models import load_model_and_processor
+    from aes_lib.train.launch import check_cpu_launch
+    from aes_lib.train.memory import log_memory_plan
 
+    check_cpu_launch()
     precision = resolve_precision(cfg)
     logging.getLogger("accelerate").setLevel(max(logging.WARNING, logging.getLogger("accelerate").level))
     accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no",
@@ -375,8 +411,10 @@ def train(cfg: TrainConfig, stop_after: int = 0) -> dict[str, Any]:
     with accelerator.main_process_first():  # the tiny tokenizer learns every record's words
         base = prepare_base_model(cfg, all_records)
     set_seed(cfg.seed)
+    # LoRA: frozen base in bf16, trained tensors cast to fp32 by apply_method; full: fp32 masters
     dtype = "bf16" if precision == "bf16" and cfg.method == "lora" else "fp32"
-    model, processor = load_model_and_processor(base, dtype=dtype,
+    model, processor = load_model_and_processor(base, dtype=dtype, image_mode=cfg.image_mode,
+                                                conversation=cfg.conversation,
                                                 attn_implementation=cfg.attn_implementation)
     dataset = LlavaDataset(processor, records, cfg.image_root, cfg.max_length, cfg.train_file,
                            cfg.max_dropped_fraction)
@@ -393,6 +431,7 @@ def train(cfg: TrainConfig, stop_after: int = 0) -> dict[str, Any]:
     step_indices(len(dataset), cfg.global_batch_size, 0, cfg.seed)  # fails early when too few samples
     model = apply_method(model, cfg)
     model.train()
+    memory_estimate = log_memory_plan(model, accelerator, cfg.method)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, total)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -422,7 +461,9 @@ def train(cfg: TrainConfig, stop_after: int = 0) -> dict[str, Any]:
     samples = _samples(cfg, out, model, processor, accelerator, "before", start == 0)
     summary: dict[str, Any] = {"method": cfg.method, "base_model": base, "precision": precision,
                                "num_processes": world, "grad_accum": accum, "total_steps": total,
-                               "trainable_parameters": n_train, "parameters": n_params}
+                               "trainable_parameters": n_train, "parameters": n_params,
+                               "memory_estimate_gib": round(memory_estimate.total / 2 ** 30, 3),
+                               "input_format": input_format_of(processor)}
     if val_set is not None and start == 0:
         summary["val_loss_before"] = evaluate_loss(model, val_set, collator, cfg, accelerator)
     end = min(total, stop_after) if stop_after else total
@@ -435,7 +476,8 @@ def train(cfg: TrainConfig, stop_after: int = 0) -> dict[str, Any]:
         t0 = time.perf_counter()
         batches = batches_of(step, upcoming=step + 1 if step + 1 < end else None)
         lr = scheduler.get_last_lr()[0]
-        result = training_step(model, optimizer, batches, accelerator, cfg.max_grad_norm)
+        seeds = [micro_batch_seed(cfg.seed, step, a * world + rank) for a in range(accum)]
+        result = training_step(model, optimizer, batches, accelerator, cfg.max_grad_norm, seeds)
         scheduler.step()
         dt = time.perf_counter() - t0
         elapsed += dt
@@ -481,6 +523,7 @@ def save_checkpoint(accelerator, model, processor, cfg, out: Path, step: int, ro
         write_run_files(folder, cfg, rows, stats)
         if cfg.method == "lora":
             accelerator.unwrap_model(model).save_pretrained(folder / "adapter")
+            write_input_format(folder / "adapter", processor)
         write_json(folder / "trainer_state.json", {"step": step, "seconds": seconds, "tokens": tokens,
                                                    "n_train_samples": stats["n_kept"]})
         if cfg.keep_checkpoints:
@@ -496,24 +539,27 @@ def finish(model, processor, cfg: TrainConfig, out: Path, base: str, rows, stats
     write_run_files(out, cfg, rows, stats)
     if cfg.method == "lora":
         model.save_pretrained(out / "adapter")
-        processor.save_pretrained(out / "adapter")
+        save_processor(processor, out / "adapter")
         if cfg.merge:
             merge_adapter(base, out / "adapter", out / "merged")
     else:
         model.save_pretrained(out / "merged")
-        processor.save_pretrained(out / "merged")
+        save_processor(processor, out / "merged")
     log.info("training outputs in %s", out)
 
 
 def merge_adapter(base: str | Path, adapter: str | Path, out_dir: str | Path) -> Path:
-    """Fold a LoRA adapter (and its modules_to_save) into its base: a standalone model folder."""
-    from aes_lib.models import load_model_and_processor
+    """Fold a LoRA adapter (and its modules_to_save) into its base: a standalone model folder.
+
+    The processor goes with it in the adapter's input format (``input_format.json``).
+    """
+    from aes_lib.models import load_model_and_processor, save_processor
 
     model, processor = load_model_and_processor(base, adapter=adapter)
     merged = model.merge_and_unload()
     out_dir = Path(out_dir)
     merged.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    save_processor(processor, out_dir)
     log.info("merged %s into %s -> %s", adapter, base, out_dir)
     return out_dir
 
