@@ -7,7 +7,8 @@ Generation and evaluation both send many chat requests; this module makes that s
   (the coroutine then runs in a worker thread);
 - token-bucket limits on requests and tokens per minute;
 - retries with exponential back-off and jitter on HTTP 429, 5xx, time-outs and broken replies;
-- bounded re-asks when the caller's ``validate`` rejects a reply;
+- bounded re-asks when the caller's ``validate`` rejects a reply (with a correction, or the same
+  messages again), and optionally the last reply kept when every ask fails;
 - a persistent SQLite cache keyed by (model, prompt version, hash of the messages and sampling
   settings), written as each reply arrives, so a rerun or a resume after a crash sends no
   request twice;
@@ -95,15 +96,34 @@ class ClientConfig(Config):
                 "input_price_per_mtok", "prices must be 0 or more")
 
 
+#: How a reply that fails ``validate`` is asked again (:attr:`ChatRequest.reask`).
+REASK_STYLES = ("correct", "repeat")
+
+
 @dataclass
 class ChatRequest:
     """One chat request. ``key`` names it in results and logs (e.g. ``refine:<critique id>``);
-    ``validate(text)`` returns the parsed value or raises to have the reply re-asked."""
+    ``validate(text)`` returns the parsed value or raises to have the reply re-asked (at most
+    ``max_reasks`` times).
+
+    ``reask``: ``"correct"`` sends the reply back with a request to fix it as JSON; ``"repeat"``
+    sends the request's own messages again, unchanged (AesBench's official scripts re-ask a short
+    reply so). ``reask_temperature``: the temperature of re-asks (None = the config's).
+    ``keep_last``: when the last re-ask fails validation too, the result is the last reply (ok,
+    ``parsed`` None, ``invalid`` = the reason) instead of a failure; it is cached as such, and a
+    cached kept reply is asked again only when ``max_reasks`` grew since."""
 
     key: str
     messages: list[dict]
     validate: Callable[[str], Any] | None = None
     prompt_version: str = ""
+    reask: str = "correct"
+    reask_temperature: float | None = None
+    keep_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.reask not in REASK_STYLES:
+            raise ValueError(f"ChatRequest {self.key!r}: reask must be one of {', '.join(REASK_STYLES)}")
 
 
 @dataclass
@@ -116,6 +136,8 @@ class ChatResult:
     usage: dict = field(default_factory=dict)
     cached: bool = False
     attempts: int = 0
+    reasks: int = 0        # re-asks sent for this request in this run
+    invalid: str = ""      # keep_last: why the kept reply still fails validation ("" = valid)
 
 
 def image_data_url(path: str | Path) -> str:
@@ -288,7 +310,7 @@ class LLMClient:
     # --- bookkeeping ----------------------------------------------------------------------
     def reset_usage(self) -> None:
         self._usage = {"requests_sent": 0, "retries": 0, "reasks": 0, "cache_hits": 0,
-                       "failed": 0, "succeeded": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                       "failed": 0, "succeeded": 0, "kept_invalid": 0, "prompt_tokens": 0, "completion_tokens": 0,
                        "cached_prompt_tokens": 0, "cached_completion_tokens": 0, "seconds": 0.0}
 
     def _add(self, **counts: float) -> None:
@@ -345,8 +367,13 @@ class LLMClient:
         text, usage = hit
         try:
             parsed = req.validate(text) if req.validate else text
-        except Exception as e:  # validation got stricter since: ask again
-            log.info("cached reply for %s no longer validates (%s): asking again", req.key, e)
+        except Exception as e:
+            if req.keep_last and usage.get("asks", 0) >= self.cfg.max_reasks + 1:
+                # kept after as many asks as allowed now: the run's decided reply
+                return ChatResult(req.key, True, text, None, "", usage, cached=True,
+                                  invalid=f"{type(e).__name__}: {e}")
+            # validation got stricter since, or more asks are allowed now: ask again
+            log.info("cached reply for %s does not validate (%s): asking again", req.key, e)
             return None
         return ChatResult(req.key, True, text, parsed, "", usage, cached=True)
 
@@ -446,9 +473,10 @@ class LLMClient:
         messages = list(req.messages)
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         attempts, text, last_error = 0, "", ""
+        temperature: float | None = None   # the config's for the first ask
         for ask in range(self.cfg.max_reasks + 1):
             try:
-                text, u, n = await self._send(client, messages, rpm, tpm)
+                text, u, n = await self._send(client, messages, rpm, tpm, temperature)
             except Exception as e:  # gave up after retries, or a non-retryable error
                 status = getattr(e, "status_code", None)
                 reason = fatal_reason(e)
@@ -460,7 +488,7 @@ class LLMClient:
                 attempts += getattr(e, "_aes_attempts", 1)
                 self._add(failed=1)
                 log.warning("request %s failed: %s", req.key, _describe(e))
-                return ChatResult(req.key, False, text, None, _describe(e), usage, False, attempts)
+                return ChatResult(req.key, False, text, None, _describe(e), usage, False, attempts, ask)
             attempts += n
             for k in usage:
                 usage[k] += u.get(k, 0)
@@ -471,27 +499,41 @@ class LLMClient:
                 if ask < self.cfg.max_reasks:
                     self._add(reasks=1)
                     log.info("reply to %s did not validate (%s): asking again", req.key, last_error)
-                    messages = list(req.messages) + [
-                        {"role": "assistant", "content": text},
-                        {"role": "user", "content": f"Your reply was not valid: {last_error}. "
-                                                    "Reply again, with JSON only, fixing that."}]
+                    if req.reask == "correct":
+                        messages = list(req.messages) + [
+                            {"role": "assistant", "content": text},
+                            {"role": "user", "content": f"Your reply was not valid: {last_error}. "
+                                                        "Reply again, with JSON only, fixing that."}]
+                    temperature = req.reask_temperature
                 continue
             if self.cache is not None:
                 self.cache.put(self.cache_key(req), self.cfg.model, req.prompt_version,
                                messages_hash(req.messages), req.key, text, usage)
             self._add(succeeded=1)
-            return ChatResult(req.key, True, text, parsed, "", usage, False, attempts)
+            return ChatResult(req.key, True, text, parsed, "", usage, False, attempts, ask)
+        asks = self.cfg.max_reasks + 1
+        if req.keep_last:
+            log.warning("reply to %s still fails validation after %d asks (%s): kept as given",
+                        req.key, asks, last_error)
+            if self.cache is not None:   # with the number of asks, so a higher limit asks again
+                self.cache.put(self.cache_key(req), self.cfg.model, req.prompt_version,
+                               messages_hash(req.messages), req.key, text, {**usage, "asks": asks})
+            self._add(succeeded=1, kept_invalid=1)
+            return ChatResult(req.key, True, text, None, "", usage, False, attempts, asks - 1, last_error)
         self._add(failed=1)
-        error = f"invalid reply after {self.cfg.max_reasks + 1} tries: {last_error}"
+        error = f"invalid reply after {asks} tries: {last_error}"
         log.warning("request %s rejected: %s", req.key, error)
-        return ChatResult(req.key, False, text, None, error, usage, False, attempts)
+        return ChatResult(req.key, False, text, None, error, usage, False, attempts, asks - 1)
 
     async def _send(self, client: Any, messages: list[dict], rpm: TokenBucket | None,
-                    tpm: TokenBucket | None) -> tuple[str, dict, int]:
-        """One completion with retries; returns (text, usage, attempts)."""
+                    tpm: TokenBucket | None, temperature: float | None = None) -> tuple[str, dict, int]:
+        """One completion with retries (``temperature``: None = the config's); returns (text,
+        usage, attempts)."""
         import openai
 
         body = self.request_body(ChatRequest("", messages))
+        if temperature is not None:
+            body["temperature"] = temperature
         est = estimate_tokens(messages, self.cfg.image_detail) + self.cfg.max_tokens
         for attempt in range(self.cfg.max_retries + 1):
             if rpm is not None:
