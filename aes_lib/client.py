@@ -37,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from aes_lib.config import Config, require
 
@@ -353,8 +353,11 @@ class LLMClient:
 
     def cache_key(self, req: ChatRequest) -> str:
         """sha256 over (model, prompt version, messages hash, sampling settings)."""
+        return self._cache_key(req.prompt_version, messages_hash(req.messages))
+
+    def _cache_key(self, prompt_version: str, msg_hash: str) -> str:
         settings = [self.cfg.temperature, self.cfg.max_tokens, self.cfg.json_mode]
-        parts = [self.cfg.model, req.prompt_version, messages_hash(req.messages), json.dumps(settings)]
+        parts = [self.cfg.model, prompt_version, msg_hash, json.dumps(settings)]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
     def cached(self, req: ChatRequest) -> ChatResult | None:
@@ -578,82 +581,108 @@ class LLMClient:
         raise AssertionError("unreachable")
 
     # --- planning and the Batch API -----------------------------------------------------------
-    def estimate(self, requests: list[ChatRequest], expected_completion_tokens: int | None = None
+    def estimate(self, requests: Iterable[ChatRequest], expected_completion_tokens: int | None = None
                  ) -> dict:
-        """Dry run: how many requests would be sent, their tokens and cost; sends nothing."""
-        to_send = [r for r in requests if self.cached(r) is None]
-        prompt = sum(estimate_tokens(r.messages, self.cfg.image_detail) for r in to_send)
-        completion = len(to_send) * (expected_completion_tokens or self.cfg.max_tokens)
+        """Dry run: how many requests would be sent, their tokens and cost; sends nothing.
+        ``requests`` is read once, one at a time (a generator keeps memory to one request)."""
+        n_requests = n_send = prompt = 0
+        for r in requests:
+            n_requests += 1
+            if self.cached(r) is None:
+                n_send += 1
+                prompt += estimate_tokens(r.messages, self.cfg.image_detail)
+        completion = n_send * (expected_completion_tokens or self.cfg.max_tokens)
         minutes = []
         if self.cfg.requests_per_minute:
-            minutes.append(len(to_send) / self.cfg.requests_per_minute)
+            minutes.append(n_send / self.cfg.requests_per_minute)
         if self.cfg.tokens_per_minute:
-            minutes.append((prompt + len(to_send) * self.cfg.max_tokens) / self.cfg.tokens_per_minute)
-        return {"requests": len(requests), "cached": len(requests) - len(to_send),
-                "to_send": len(to_send), "est_prompt_tokens": prompt,
+            minutes.append((prompt + n_send * self.cfg.max_tokens) / self.cfg.tokens_per_minute)
+        return {"requests": n_requests, "cached": n_requests - n_send,
+                "to_send": n_send, "est_prompt_tokens": prompt,
                 "est_completion_tokens": completion,
                 "est_cost_usd": round(self.cost(prompt, completion), 4),
                 "est_batch_cost_usd": round(self.cost(prompt, completion) / 2, 4),
                 "min_minutes_at_rate_limits": round(max(minutes), 2) if minutes else 0.0,
                 "model": self.cfg.model}
 
-    def batch_export(self, requests: list[ChatRequest], path: str | Path,
+    def batch_export(self, requests: Iterable[ChatRequest], path: str | Path,
                      max_requests: int = BATCH_MAX_REQUESTS, max_bytes: int = BATCH_MAX_BYTES) -> dict:
         """Write the uncached requests as OpenAI Batch API input files (one JSON line each,
         ``custom_id`` = the request key), each within ``max_requests`` lines and ``max_bytes``
         bytes (the Batch API's limits by default). One file fits: it is ``path``; more: they are
         ``<stem>.part001<suffix>``, ``<stem>.part002<suffix>``, ... beside it (files of an earlier
-        export to the same ``path`` are removed first, so none is uploaded twice). Each file is
-        written as soon as it is full, so memory holds about one file.
+        export to the same ``path`` are removed first, so none is uploaded twice).
+
+        Streaming: ``requests`` is read once, one at a time, and each line goes straight to a
+        temporary file beside ``path``, renamed once full (the first when a second one starts,
+        since only then is it known to be a part); memory holds one request, so a generator of
+        requests keeps an export of any size bounded.
 
         Returns ``{"requests": total, "files": [{"path", "requests", "bytes"}, ...]}``."""
-        from aes_lib.io import atomic_write_bytes
-
         if max_requests < 1 or max_bytes < 1:
             raise ValueError("batch_export: max_requests and max_bytes must be at least 1")
         path = Path(path)
         for old in batch_part_files(path) + ([path] if path.exists() else []):
             old.unlink()
             log.info("removed %s of an earlier export", old)
+        path.parent.mkdir(parents=True, exist_ok=True)
         files: list[dict] = []
-        pending: tuple[bytes, int] | None = None   # a full file, written once the naming is known
-        chunk: list[bytes] = []
-        size = total = 0
+        unnamed: Path | None = None          # the first full file, named once the split is known
+        current: _LineFile | None = None
+        total = 0
 
-        def write(content: bytes, n: int, target: Path) -> None:
-            atomic_write_bytes(target, content)
-            files.append({"path": str(target), "requests": n, "bytes": len(content)})
+        def finish(f: _LineFile) -> None:
+            nonlocal unnamed
+            f.close()
+            files.append({"path": str(f.tmp), "requests": f.lines, "bytes": f.size})
+            if len(files) == 1:
+                unnamed = f.tmp
+                return
+            if len(files) == 2:               # a second file: the export is split into parts
+                _rename(files[0], _part_path(path, 1))
+                unnamed = None
+            _rename(files[-1], _part_path(path, len(files)))
 
-        for r in requests:
-            if self.cached(r) is not None:
-                continue
-            line = (json.dumps({"custom_id": r.key, "method": "POST", "url": "/v1/chat/completions",
-                                "body": self.request_body(r)}, ensure_ascii=False) + "\n").encode("utf-8")
-            if len(line) > max_bytes:
-                raise ValueError(f"batch_export: request {r.key!r} alone is {len(line)} bytes, over "
-                                 f"max_bytes={max_bytes}")
-            if chunk and (len(chunk) >= max_requests or size + len(line) > max_bytes):
-                if pending is not None:   # a second full file: the export is split into parts
-                    write(*pending, _part_path(path, len(files) + 1))
-                pending, chunk, size = (b"".join(chunk), len(chunk)), [], 0
-            chunk.append(line)
-            size += len(line)
-            total += 1
-        last = (b"".join(chunk), len(chunk))
-        if pending is None:
-            write(*last, path)   # everything fits in one file (maybe empty)
-        else:
-            write(*pending, _part_path(path, len(files) + 1))
-            write(*last, _part_path(path, len(files) + 1))
+        try:
+            for r in requests:
+                if self.cached(r) is not None:
+                    continue
+                line = (json.dumps({"custom_id": r.key, "method": "POST", "url": "/v1/chat/completions",
+                                    "body": self.request_body(r)}, ensure_ascii=False) + "\n").encode("utf-8")
+                if len(line) > max_bytes:
+                    raise ValueError(f"batch_export: request {r.key!r} alone is {len(line)} bytes, over "
+                                     f"max_bytes={max_bytes}")
+                if current is not None and (current.lines >= max_requests
+                                            or current.size + len(line) > max_bytes):
+                    finish(current)
+                    current = None
+                if current is None:
+                    current = _LineFile(path)
+                current.write(line)
+                total += 1
+            finish(current if current is not None else _LineFile(path))   # maybe empty
+            current = None
+            if unnamed is not None:              # everything fits in one file
+                _rename(files[0], path)
+        except BaseException:   # no half-written or unnamed file is left behind
+            if current is not None:
+                current.close()
+                current.tmp.unlink(missing_ok=True)
+            if unnamed is not None:
+                unnamed.unlink(missing_ok=True)
+            raise
         log.info("wrote %d batch requests to %d file(s): %s", total, len(files),
                  ", ".join(f["path"] for f in files))
         return {"requests": total, "files": files}
 
-    def batch_import(self, requests: list[ChatRequest], paths: str | Path | list) -> dict:
+    def batch_import(self, requests: Iterable[ChatRequest], paths: str | Path | list) -> dict:
         """Read Batch API output files (one path or a list, in any order, in one call or over
         several calls); store every reply that validates in the cache, so the next :meth:`run`
         (or export) leaves them out. Returns counts over all files and the errors of keys still
-        without a reply (a key that failed in one file and came back in another is no error)."""
+        without a reply (a key that failed in one file and came back in another is no error).
+
+        ``requests`` is read once; only each request's key, cache key, messages hash, prompt
+        version and validator are kept, so a generator of requests keeps memory small."""
         if self.cache is None:
             raise ValueError("batch_import needs cache_path: the imported replies are kept there")
         given = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
@@ -662,7 +691,11 @@ class LLMClient:
         for path in given:
             if not path.exists():
                 raise FileNotFoundError(f"{path}: batch results file not found")
-        by_key = {r.key: r for r in requests}
+        by_key: dict[str, _ImportTarget] = {}
+        for r in requests:
+            msg_hash = messages_hash(r.messages)
+            by_key[r.key] = _ImportTarget(self._cache_key(r.prompt_version, msg_hash), msg_hash,
+                                          r.prompt_version, r.validate)
         counts = {"imported": 0, "invalid": 0, "failed": 0, "unknown": 0}
         errors: dict[str, str] = {}
         for path in given:
@@ -670,10 +703,21 @@ class LLMClient:
             for k, v in file_counts.items():
                 counts[k] += v
             log.info("batch import from %s: %s", path, file_counts)
-        errors = {k: v for k, v in errors.items() if k not in by_key or self.cached(by_key[k]) is None}
+        errors = {k: v for k, v in errors.items() if k not in by_key or not self._has_valid_reply(by_key[k])}
         return {**counts, "files": len(given), "errors": errors}
 
-    def _import_file(self, path: Path, by_key: dict[str, ChatRequest], errors: dict[str, str]) -> dict:
+    def _has_valid_reply(self, target: "_ImportTarget") -> bool:
+        hit = self.cache.get(target.cache_key) if self.cache is not None else None
+        if hit is None:
+            return False
+        try:
+            if target.validate:
+                target.validate(hit[0])
+        except Exception:
+            return False
+        return True
+
+    def _import_file(self, path: Path, by_key: dict[str, "_ImportTarget"], errors: dict[str, str]) -> dict:
         counts = {"imported": 0, "invalid": 0, "failed": 0, "unknown": 0}
         with path.open(encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
@@ -694,11 +738,11 @@ class LLMClient:
                     errors[key] = str(row.get("error") or f"status {resp.get('status_code')}")
                     continue
                 body = resp.get("body") or {}
+                target = by_key[key]
                 try:
                     text = body["choices"][0]["message"]["content"]
-                    req = by_key[key]
-                    if req.validate:
-                        req.validate(text)
+                    if target.validate:
+                        target.validate(text)
                 except Exception as e:
                     counts["invalid"] += 1
                     errors[key] = f"{type(e).__name__}: {e}"
@@ -706,8 +750,8 @@ class LLMClient:
                 u = body.get("usage") or {}
                 usage = {"prompt_tokens": u.get("prompt_tokens", 0),
                          "completion_tokens": u.get("completion_tokens", 0)}
-                self.cache.put(self.cache_key(req), self.cfg.model, req.prompt_version,
-                               messages_hash(req.messages), key, text, usage)
+                self.cache.put(target.cache_key, self.cfg.model, target.prompt_version,
+                               target.messages_sha256, key, text, usage)
                 counts["imported"] += 1
         return counts
 
@@ -715,6 +759,42 @@ class LLMClient:
         if self._cache is not None:
             self._cache.close()
             self._cache = None
+
+
+@dataclass
+class _ImportTarget:
+    """What importing a reply needs of a request (not its messages, which may hold images)."""
+
+    cache_key: str
+    messages_sha256: str
+    prompt_version: str
+    validate: Callable[[str], Any] | None
+
+
+class _LineFile:
+    """A batch file being written: a temporary file beside ``path`` (exclusive create, the
+    usual permissions), fsynced on close."""
+
+    def __init__(self, path: Path):
+        self.tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
+        self.fh = open(self.tmp, "xb")
+        self.lines = self.size = 0
+
+    def write(self, line: bytes) -> None:
+        self.fh.write(line)
+        self.lines += 1
+        self.size += len(line)
+
+    def close(self) -> None:
+        if not self.fh.closed:
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+            self.fh.close()
+
+
+def _rename(info: dict, target: Path) -> None:
+    os.replace(info["path"], target)
+    info["path"] = str(target)
 
 
 def _part_path(path: Path, index: int) -> Path:
