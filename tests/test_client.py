@@ -380,3 +380,23 @@ def test_repeat_reask_keeps_the_last_reply_at_the_limit_and_caches_it(fake, tmp_
     assert not failed.ok and failed.error.startswith("invalid reply after 2 tries")
     with pytest.raises(ValueError, match="reask must be one of"):
         ChatRequest("x", [], reask="again")
+
+
+def test_interrupted_batch_export_leaves_no_temporary_or_unnamed_file(fake, tmp_path):
+    def failing_after(n: int):
+        for i in range(n):
+            yield req(f"k{i}", f"text {i}")
+        raise RuntimeError("critique file broke off")
+
+    client = make_client(fake)
+    # within the first file: nothing is left at all
+    with pytest.raises(RuntimeError, match="broke off"):
+        client.batch_export(failing_after(2), tmp_path / "b.jsonl", max_requests=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # after the split: the parts already full stay (named), the one being written goes
+    with pytest.raises(RuntimeError, match="broke off"):
+        client.batch_export(failing_after(7), tmp_path / "b.jsonl", max_requests=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.part001.jsonl", "b.part002.jsonl"]
+    # the next export removes them first
+    export = client.batch_export([req(f"k{i}", f"text {i}") for i in range(4)], tmp_path / "b.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.jsonl"] and export["requests"] == 4
