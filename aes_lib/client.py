@@ -310,7 +310,8 @@ class LLMClient:
     # --- bookkeeping ----------------------------------------------------------------------
     def reset_usage(self) -> None:
         self._usage = {"requests_sent": 0, "retries": 0, "reasks": 0, "cache_hits": 0,
-                       "failed": 0, "succeeded": 0, "kept_invalid": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                       "failed": 0, "succeeded": 0, "kept_invalid": 0, "prompt_tokens": 0,
+                       "completion_tokens": 0,
                        "cached_prompt_tokens": 0, "cached_completion_tokens": 0, "seconds": 0.0}
 
     def _add(self, **counts: float) -> None:

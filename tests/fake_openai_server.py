@@ -54,7 +54,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 MODES = ("ok", "429_then_ok", "500", "500_then_ok", "timeout", "timeout_then_ok", "non_json",
-         "bad_body", "missing_fields", "401", "404", "400_model", "400_nodb", "400_bad_request", "short_then_ok")
+         "bad_body", "missing_fields", "401", "404", "400_model", "400_nodb", "400_bad_request",
+         "short_then_ok")
 
 
 def messages_hash(messages: Any) -> str:

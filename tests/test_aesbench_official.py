@@ -310,22 +310,27 @@ def test_api_short_replies_are_asked_again_with_the_official_prompt(tmp_path, mo
     for i, image in enumerate(TRICKY):
         _png(tmp_path / image, i)
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-    server = start_server(mode="short_then_ok", fail_count=1, responder="fixtures_evaluate.echo_responder:respond")
+    server = start_server(mode="short_then_ok", fail_count=1,
+                          responder="fixtures_evaluate.echo_responder:respond")
     config = lambda out, **kw: EvalConfig(out_dir=str(tmp_path / out), bench=str(ann),  # noqa: E731
                                           base_url=server.base_url, progress=False, n_boot=20, **kw)
     try:
         summary = evaluate_model(config("o"), "reasked", api_model="vision-model")
         stats = server.stats()
         # every prompt asked twice, the second time with the very same messages
-        assert stats["requests"] == 24 and len(stats["by_hash"]) == 12 and set(stats["by_hash"].values()) == {2}
+        assert stats["requests"] == 24 and len(stats["by_hash"]) == 12
+        assert set(stats["by_hash"].values()) == {2}
         assert summary["short_replies"] == {"min_chars": 3, "tries": 5, "items_reasked": 12, "reasks": 12,
                                             "kept_short": []}
-        official = lambda image, dim: reference_prompt(_as_official(TRICKY[image], dim), dim).strip()  # noqa: E731
+        def official(image: str, dim: str) -> str:
+            return reference_prompt(_as_official(TRICKY[image], dim), dim).strip()
+
         reference_files(TRICKY, official, tmp_path / "official")
         ours = tmp_path / "o" / "eval" / "responses_reasked"
         for name in ("test_AesP.json", "test_AesE.json", "test_AesA1.json", "test_AesI.json"):
             assert (ours / name).read_bytes() == (tmp_path / "official" / name).read_bytes(), name
-        preds = [json.loads(x) for x in (tmp_path / "o" / "eval" / "predictions_reasked.jsonl").read_text().splitlines()]
+        lines = (tmp_path / "o" / "eval" / "predictions_reasked.jsonl").read_text().splitlines()
+        preds = [json.loads(x) for x in lines]
         assert [p["reasks"] for p in preds] == [1] * 12
 
         # a model that only ever says "B": 2 asks each, the last reply kept as given and counted

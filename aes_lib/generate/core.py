@@ -358,7 +358,8 @@ def _llm_refine_assemble(critiques: list[Critique], images: dict, data_dir: Path
 
     by_id = {c.id: c for c in critiques}
     refined_pairs = []
-    for res in client.run(list(_refine_requests(critiques, images, data_dir, cfg, client)), progress=progress):
+    refine = list(_refine_requests(critiques, images, data_dir, cfg, client))
+    for res in client.run(refine, progress=progress):
         c = by_id[res.key.split(":", 1)[1]]
         if res.ok:
             refined_pairs.append((c, res.parsed))
