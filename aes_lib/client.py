@@ -7,7 +7,8 @@ Generation and evaluation both send many chat requests; this module makes that s
   (the coroutine then runs in a worker thread);
 - token-bucket limits on requests and tokens per minute;
 - retries with exponential back-off and jitter on HTTP 429, 5xx, time-outs and broken replies;
-- bounded re-asks when the caller's ``validate`` rejects a reply;
+- bounded re-asks when the caller's ``validate`` rejects a reply (with a correction, or the same
+  messages again), and optionally the last reply kept when every ask fails;
 - a persistent SQLite cache keyed by (model, prompt version, hash of the messages and sampling
   settings), written as each reply arrives, so a rerun or a resume after a crash sends no
   request twice;
@@ -36,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from aes_lib.config import Config, require
 
@@ -99,15 +100,34 @@ class ClientConfig(Config):
                 "input_price_per_mtok", "prices must be 0 or more")
 
 
+#: How a reply that fails ``validate`` is asked again (:attr:`ChatRequest.reask`).
+REASK_STYLES = ("correct", "repeat")
+
+
 @dataclass
 class ChatRequest:
     """One chat request. ``key`` names it in results and logs (e.g. ``refine:<critique id>``);
-    ``validate(text)`` returns the parsed value or raises to have the reply re-asked."""
+    ``validate(text)`` returns the parsed value or raises to have the reply re-asked (at most
+    ``max_reasks`` times).
+
+    ``reask``: ``"correct"`` sends the reply back with a request to fix it as JSON; ``"repeat"``
+    sends the request's own messages again, unchanged (AesBench's official scripts re-ask a short
+    reply so). ``reask_temperature``: the temperature of re-asks (None = the config's).
+    ``keep_last``: when the last re-ask fails validation too, the result is the last reply (ok,
+    ``parsed`` None, ``invalid`` = the reason) instead of a failure; it is cached as such, and a
+    cached kept reply is asked again only when ``max_reasks`` grew since."""
 
     key: str
     messages: list[dict]
     validate: Callable[[str], Any] | None = None
     prompt_version: str = ""
+    reask: str = "correct"
+    reask_temperature: float | None = None
+    keep_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.reask not in REASK_STYLES:
+            raise ValueError(f"ChatRequest {self.key!r}: reask must be one of {', '.join(REASK_STYLES)}")
 
 
 @dataclass
@@ -120,6 +140,8 @@ class ChatResult:
     usage: dict = field(default_factory=dict)
     cached: bool = False
     attempts: int = 0
+    reasks: int = 0        # re-asks sent for this request in this run
+    invalid: str = ""      # keep_last: why the kept reply still fails validation ("" = valid)
 
 
 def image_data_url(path: str | Path) -> str:
@@ -292,7 +314,8 @@ class LLMClient:
     # --- bookkeeping ----------------------------------------------------------------------
     def reset_usage(self) -> None:
         self._usage = {"requests_sent": 0, "retries": 0, "reasks": 0, "cache_hits": 0,
-                       "failed": 0, "succeeded": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                       "failed": 0, "succeeded": 0, "kept_invalid": 0, "prompt_tokens": 0,
+                       "completion_tokens": 0,
                        "cached_prompt_tokens": 0, "cached_completion_tokens": 0, "seconds": 0.0}
 
     def _add(self, **counts: float) -> None:
@@ -335,8 +358,11 @@ class LLMClient:
 
     def cache_key(self, req: ChatRequest) -> str:
         """sha256 over (model, prompt version, messages hash, sampling settings)."""
+        return self._cache_key(req.prompt_version, messages_hash(req.messages))
+
+    def _cache_key(self, prompt_version: str, msg_hash: str) -> str:
         settings = [self.cfg.temperature, self.cfg.max_tokens, self.cfg.json_mode]
-        parts = [self.cfg.model, req.prompt_version, messages_hash(req.messages), json.dumps(settings)]
+        parts = [self.cfg.model, prompt_version, msg_hash, json.dumps(settings)]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
     def cached(self, req: ChatRequest) -> ChatResult | None:
@@ -349,8 +375,13 @@ class LLMClient:
         text, usage = hit
         try:
             parsed = req.validate(text) if req.validate else text
-        except Exception as e:  # validation got stricter since: ask again
-            log.info("cached reply for %s no longer validates (%s): asking again", req.key, e)
+        except Exception as e:
+            if req.keep_last and usage.get("asks", 0) >= self.cfg.max_reasks + 1:
+                # kept after as many asks as allowed now: the run's decided reply
+                return ChatResult(req.key, True, text, None, "", usage, cached=True,
+                                  invalid=f"{type(e).__name__}: {e}")
+            # validation got stricter since, or more asks are allowed now: ask again
+            log.info("cached reply for %s does not validate (%s): asking again", req.key, e)
             return None
         return ChatResult(req.key, True, text, parsed, "", usage, cached=True)
 
@@ -450,9 +481,10 @@ class LLMClient:
         messages = list(req.messages)
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         attempts, text, last_error = 0, "", ""
+        temperature: float | None = None   # the config's for the first ask
         for ask in range(self.cfg.max_reasks + 1):
             try:
-                text, u, n = await self._send(client, messages, rpm, tpm)
+                text, u, n = await self._send(client, messages, rpm, tpm, temperature)
             except Exception as e:  # gave up after retries, or a non-retryable error
                 status = getattr(e, "status_code", None)
                 reason = fatal_reason(e)
@@ -464,7 +496,7 @@ class LLMClient:
                 attempts += getattr(e, "_aes_attempts", 1)
                 self._add(failed=1)
                 log.warning("request %s failed: %s", req.key, _describe(e))
-                return ChatResult(req.key, False, text, None, _describe(e), usage, False, attempts)
+                return ChatResult(req.key, False, text, None, _describe(e), usage, False, attempts, ask)
             attempts += n
             for k in usage:
                 usage[k] += u.get(k, 0)
@@ -475,27 +507,41 @@ class LLMClient:
                 if ask < self.cfg.max_reasks:
                     self._add(reasks=1)
                     log.info("reply to %s did not validate (%s): asking again", req.key, last_error)
-                    messages = list(req.messages) + [
-                        {"role": "assistant", "content": text},
-                        {"role": "user", "content": f"Your reply was not valid: {last_error}. "
-                                                    "Reply again, with JSON only, fixing that."}]
+                    if req.reask == "correct":
+                        messages = list(req.messages) + [
+                            {"role": "assistant", "content": text},
+                            {"role": "user", "content": f"Your reply was not valid: {last_error}. "
+                                                        "Reply again, with JSON only, fixing that."}]
+                    temperature = req.reask_temperature
                 continue
             if self.cache is not None:
                 self.cache.put(self.cache_key(req), self.cfg.model, req.prompt_version,
                                messages_hash(req.messages), req.key, text, usage)
             self._add(succeeded=1)
-            return ChatResult(req.key, True, text, parsed, "", usage, False, attempts)
+            return ChatResult(req.key, True, text, parsed, "", usage, False, attempts, ask)
+        asks = self.cfg.max_reasks + 1
+        if req.keep_last:
+            log.warning("reply to %s still fails validation after %d asks (%s): kept as given",
+                        req.key, asks, last_error)
+            if self.cache is not None:   # with the number of asks, so a higher limit asks again
+                self.cache.put(self.cache_key(req), self.cfg.model, req.prompt_version,
+                               messages_hash(req.messages), req.key, text, {**usage, "asks": asks})
+            self._add(succeeded=1, kept_invalid=1)
+            return ChatResult(req.key, True, text, None, "", usage, False, attempts, asks - 1, last_error)
         self._add(failed=1)
-        error = f"invalid reply after {self.cfg.max_reasks + 1} tries: {last_error}"
+        error = f"invalid reply after {asks} tries: {last_error}"
         log.warning("request %s rejected: %s", req.key, error)
-        return ChatResult(req.key, False, text, None, error, usage, False, attempts)
+        return ChatResult(req.key, False, text, None, error, usage, False, attempts, asks - 1)
 
     async def _send(self, client: Any, messages: list[dict], rpm: TokenBucket | None,
-                    tpm: TokenBucket | None) -> tuple[str, dict, int]:
-        """One completion with retries; returns (text, usage, attempts)."""
+                    tpm: TokenBucket | None, temperature: float | None = None) -> tuple[str, dict, int]:
+        """One completion with retries (``temperature``: None = the config's); returns (text,
+        usage, attempts)."""
         import openai
 
         body = self.request_body(ChatRequest("", messages))
+        if temperature is not None:
+            body["temperature"] = temperature
         est = estimate_tokens(messages, self.cfg.image_detail) + self.cfg.max_tokens
         for attempt in range(self.cfg.max_retries + 1):
             if rpm is not None:
@@ -540,82 +586,108 @@ class LLMClient:
         raise AssertionError("unreachable")
 
     # --- planning and the Batch API -----------------------------------------------------------
-    def estimate(self, requests: list[ChatRequest], expected_completion_tokens: int | None = None
+    def estimate(self, requests: Iterable[ChatRequest], expected_completion_tokens: int | None = None
                  ) -> dict:
-        """Dry run: how many requests would be sent, their tokens and cost; sends nothing."""
-        to_send = [r for r in requests if self.cached(r) is None]
-        prompt = sum(estimate_tokens(r.messages, self.cfg.image_detail) for r in to_send)
-        completion = len(to_send) * (expected_completion_tokens or self.cfg.max_tokens)
+        """Dry run: how many requests would be sent, their tokens and cost; sends nothing.
+        ``requests`` is read once, one at a time (a generator keeps memory to one request)."""
+        n_requests = n_send = prompt = 0
+        for r in requests:
+            n_requests += 1
+            if self.cached(r) is None:
+                n_send += 1
+                prompt += estimate_tokens(r.messages, self.cfg.image_detail)
+        completion = n_send * (expected_completion_tokens or self.cfg.max_tokens)
         minutes = []
         if self.cfg.requests_per_minute:
-            minutes.append(len(to_send) / self.cfg.requests_per_minute)
+            minutes.append(n_send / self.cfg.requests_per_minute)
         if self.cfg.tokens_per_minute:
-            minutes.append((prompt + len(to_send) * self.cfg.max_tokens) / self.cfg.tokens_per_minute)
-        return {"requests": len(requests), "cached": len(requests) - len(to_send),
-                "to_send": len(to_send), "est_prompt_tokens": prompt,
+            minutes.append((prompt + n_send * self.cfg.max_tokens) / self.cfg.tokens_per_minute)
+        return {"requests": n_requests, "cached": n_requests - n_send,
+                "to_send": n_send, "est_prompt_tokens": prompt,
                 "est_completion_tokens": completion,
                 "est_cost_usd": round(self.cost(prompt, completion), 4),
                 "est_batch_cost_usd": round(self.cost(prompt, completion) / 2, 4),
                 "min_minutes_at_rate_limits": round(max(minutes), 2) if minutes else 0.0,
                 "model": self.cfg.model}
 
-    def batch_export(self, requests: list[ChatRequest], path: str | Path,
+    def batch_export(self, requests: Iterable[ChatRequest], path: str | Path,
                      max_requests: int = BATCH_MAX_REQUESTS, max_bytes: int = BATCH_MAX_BYTES) -> dict:
         """Write the uncached requests as OpenAI Batch API input files (one JSON line each,
         ``custom_id`` = the request key), each within ``max_requests`` lines and ``max_bytes``
         bytes (the Batch API's limits by default). One file fits: it is ``path``; more: they are
         ``<stem>.part001<suffix>``, ``<stem>.part002<suffix>``, ... beside it (files of an earlier
-        export to the same ``path`` are removed first, so none is uploaded twice). Each file is
-        written as soon as it is full, so memory holds about one file.
+        export to the same ``path`` are removed first, so none is uploaded twice).
+
+        Streaming: ``requests`` is read once, one at a time, and each line goes straight to a
+        temporary file beside ``path``, renamed once full (the first when a second one starts,
+        since only then is it known to be a part); memory holds one request, so a generator of
+        requests keeps an export of any size bounded.
 
         Returns ``{"requests": total, "files": [{"path", "requests", "bytes"}, ...]}``."""
-        from aes_lib.io import atomic_write_bytes
-
         if max_requests < 1 or max_bytes < 1:
             raise ValueError("batch_export: max_requests and max_bytes must be at least 1")
         path = Path(path)
         for old in batch_part_files(path) + ([path] if path.exists() else []):
             old.unlink()
             log.info("removed %s of an earlier export", old)
+        path.parent.mkdir(parents=True, exist_ok=True)
         files: list[dict] = []
-        pending: tuple[bytes, int] | None = None   # a full file, written once the naming is known
-        chunk: list[bytes] = []
-        size = total = 0
+        unnamed: Path | None = None          # the first full file, named once the split is known
+        current: _LineFile | None = None
+        total = 0
 
-        def write(content: bytes, n: int, target: Path) -> None:
-            atomic_write_bytes(target, content)
-            files.append({"path": str(target), "requests": n, "bytes": len(content)})
+        def finish(f: _LineFile) -> None:
+            nonlocal unnamed
+            f.close()
+            files.append({"path": str(f.tmp), "requests": f.lines, "bytes": f.size})
+            if len(files) == 1:
+                unnamed = f.tmp
+                return
+            if len(files) == 2:               # a second file: the export is split into parts
+                _rename(files[0], _part_path(path, 1))
+                unnamed = None
+            _rename(files[-1], _part_path(path, len(files)))
 
-        for r in requests:
-            if self.cached(r) is not None:
-                continue
-            line = (json.dumps({"custom_id": r.key, "method": "POST", "url": "/v1/chat/completions",
-                                "body": self.request_body(r)}, ensure_ascii=False) + "\n").encode("utf-8")
-            if len(line) > max_bytes:
-                raise ValueError(f"batch_export: request {r.key!r} alone is {len(line)} bytes, over "
-                                 f"max_bytes={max_bytes}")
-            if chunk and (len(chunk) >= max_requests or size + len(line) > max_bytes):
-                if pending is not None:   # a second full file: the export is split into parts
-                    write(*pending, _part_path(path, len(files) + 1))
-                pending, chunk, size = (b"".join(chunk), len(chunk)), [], 0
-            chunk.append(line)
-            size += len(line)
-            total += 1
-        last = (b"".join(chunk), len(chunk))
-        if pending is None:
-            write(*last, path)   # everything fits in one file (maybe empty)
-        else:
-            write(*pending, _part_path(path, len(files) + 1))
-            write(*last, _part_path(path, len(files) + 1))
+        try:
+            for r in requests:
+                if self.cached(r) is not None:
+                    continue
+                line = (json.dumps({"custom_id": r.key, "method": "POST", "url": "/v1/chat/completions",
+                                    "body": self.request_body(r)}, ensure_ascii=False) + "\n").encode("utf-8")
+                if len(line) > max_bytes:
+                    raise ValueError(f"batch_export: request {r.key!r} alone is {len(line)} bytes, over "
+                                     f"max_bytes={max_bytes}")
+                if current is not None and (current.lines >= max_requests
+                                            or current.size + len(line) > max_bytes):
+                    finish(current)
+                    current = None
+                if current is None:
+                    current = _LineFile(path)
+                current.write(line)
+                total += 1
+            finish(current if current is not None else _LineFile(path))   # maybe empty
+            current = None
+            if unnamed is not None:              # everything fits in one file
+                _rename(files[0], path)
+        except BaseException:   # no half-written or unnamed file is left behind
+            if current is not None:
+                current.close()
+                current.tmp.unlink(missing_ok=True)
+            if unnamed is not None:
+                unnamed.unlink(missing_ok=True)
+            raise
         log.info("wrote %d batch requests to %d file(s): %s", total, len(files),
                  ", ".join(f["path"] for f in files))
         return {"requests": total, "files": files}
 
-    def batch_import(self, requests: list[ChatRequest], paths: str | Path | list) -> dict:
+    def batch_import(self, requests: Iterable[ChatRequest], paths: str | Path | list) -> dict:
         """Read Batch API output files (one path or a list, in any order, in one call or over
         several calls); store every reply that validates in the cache, so the next :meth:`run`
         (or export) leaves them out. Returns counts over all files and the errors of keys still
-        without a reply (a key that failed in one file and came back in another is no error)."""
+        without a reply (a key that failed in one file and came back in another is no error).
+
+        ``requests`` is read once; only each request's key, cache key, messages hash, prompt
+        version and validator are kept, so a generator of requests keeps memory small."""
         if self.cache is None:
             raise ValueError("batch_import needs cache_path: the imported replies are kept there")
         given = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
@@ -624,7 +696,11 @@ class LLMClient:
         for path in given:
             if not path.exists():
                 raise FileNotFoundError(f"{path}: batch results file not found")
-        by_key = {r.key: r for r in requests}
+        by_key: dict[str, _ImportTarget] = {}
+        for r in requests:
+            msg_hash = messages_hash(r.messages)
+            by_key[r.key] = _ImportTarget(self._cache_key(r.prompt_version, msg_hash), msg_hash,
+                                          r.prompt_version, r.validate)
         counts = {"imported": 0, "invalid": 0, "failed": 0, "unknown": 0}
         errors: dict[str, str] = {}
         for path in given:
@@ -632,10 +708,21 @@ class LLMClient:
             for k, v in file_counts.items():
                 counts[k] += v
             log.info("batch import from %s: %s", path, file_counts)
-        errors = {k: v for k, v in errors.items() if k not in by_key or self.cached(by_key[k]) is None}
+        errors = {k: v for k, v in errors.items() if k not in by_key or not self._has_valid_reply(by_key[k])}
         return {**counts, "files": len(given), "errors": errors}
 
-    def _import_file(self, path: Path, by_key: dict[str, ChatRequest], errors: dict[str, str]) -> dict:
+    def _has_valid_reply(self, target: "_ImportTarget") -> bool:
+        hit = self.cache.get(target.cache_key) if self.cache is not None else None
+        if hit is None:
+            return False
+        try:
+            if target.validate:
+                target.validate(hit[0])
+        except Exception:
+            return False
+        return True
+
+    def _import_file(self, path: Path, by_key: dict[str, "_ImportTarget"], errors: dict[str, str]) -> dict:
         counts = {"imported": 0, "invalid": 0, "failed": 0, "unknown": 0}
         with path.open(encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
@@ -656,11 +743,11 @@ class LLMClient:
                     errors[key] = str(row.get("error") or f"status {resp.get('status_code')}")
                     continue
                 body = resp.get("body") or {}
+                target = by_key[key]
                 try:
                     text = body["choices"][0]["message"]["content"]
-                    req = by_key[key]
-                    if req.validate:
-                        req.validate(text)
+                    if target.validate:
+                        target.validate(text)
                 except Exception as e:
                     counts["invalid"] += 1
                     errors[key] = f"{type(e).__name__}: {e}"
@@ -668,8 +755,8 @@ class LLMClient:
                 u = body.get("usage") or {}
                 usage = {"prompt_tokens": u.get("prompt_tokens", 0),
                          "completion_tokens": u.get("completion_tokens", 0)}
-                self.cache.put(self.cache_key(req), self.cfg.model, req.prompt_version,
-                               messages_hash(req.messages), key, text, usage)
+                self.cache.put(target.cache_key, self.cfg.model, target.prompt_version,
+                               target.messages_sha256, key, text, usage)
                 counts["imported"] += 1
         return counts
 
@@ -677,6 +764,42 @@ class LLMClient:
         if self._cache is not None:
             self._cache.close()
             self._cache = None
+
+
+@dataclass
+class _ImportTarget:
+    """What importing a reply needs of a request (not its messages, which may hold images)."""
+
+    cache_key: str
+    messages_sha256: str
+    prompt_version: str
+    validate: Callable[[str], Any] | None
+
+
+class _LineFile:
+    """A batch file being written: a temporary file beside ``path`` (exclusive create, the
+    usual permissions), fsynced on close."""
+
+    def __init__(self, path: Path):
+        self.tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
+        self.fh = open(self.tmp, "xb")
+        self.lines = self.size = 0
+
+    def write(self, line: bytes) -> None:
+        self.fh.write(line)
+        self.lines += 1
+        self.size += len(line)
+
+    def close(self) -> None:
+        if not self.fh.closed:
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+            self.fh.close()
+
+
+def _rename(info: dict, target: Path) -> None:
+    os.replace(info["path"], target)
+    info["path"] = str(target)
 
 
 def _part_path(path: Path, index: int) -> Path:

@@ -20,6 +20,8 @@ Behaviour switches (``mode``), set at start or later through ``POST /_control``:
   ("No connected db.").
 - ``400_bad_request``: every request gets an ordinary HTTP 400 about that request alone (an
   image the server cannot read): a client must not stop the run for it.
+- ``short_then_ok``: the first ``fail_count`` requests with the same ``messages`` get the bare
+  letter ``"B"`` (a reply AesBench's scripts ask again for), later ones the responder's content.
 
 ``latency_ms`` delays every answer. ``responder`` (``"module:function"``, importable in the
 server process, e.g. a file next to this one) maps the request body (a dict) to the reply
@@ -52,7 +54,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 MODES = ("ok", "429_then_ok", "500", "500_then_ok", "timeout", "timeout_then_ok", "non_json",
-         "bad_body", "missing_fields", "401", "404", "400_model", "400_nodb", "400_bad_request")
+         "bad_body", "missing_fields", "401", "404", "400_model", "400_nodb", "400_bad_request",
+         "short_then_ok")
 
 
 def messages_hash(messages: Any) -> str:
@@ -175,6 +178,8 @@ async def _answer(state: State, method: str, path: str, raw: bytes,
         return 200, b"<html>this is not JSON</html>", "application/json"
     if mode == "non_json":
         content = "Sure! Here is my answer, in plain prose rather than JSON."
+    elif mode == "short_then_ok" and state.by_hash[h] <= state.fail_count:
+        content = "B"
     elif mode == "missing_fields":
         content = json.dumps({"unexpected": True})
     else:

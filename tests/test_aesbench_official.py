@@ -294,3 +294,135 @@ def test_evaluate_run_stops_at_a_litellm_unknown_model_reply(tmp_path, monkeypat
         assert server.requests() == 1   # not 12 requests, each refused in turn
     finally:
         server.stop()
+
+
+# --- short replies: asked again like the official scripts, within a limit --------------------------
+
+def test_api_short_replies_are_asked_again_with_the_official_prompt(tmp_path, monkeypatch, caplog):
+    """Each first reply is "B": the official loop asks the same prompt again; the files equal the
+    official ones from the final replies. At the limit the last reply is kept, counted, logged and
+    cached; the project's own setting (1 try) sends each prompt once."""
+    from fake_openai_server import start_server
+
+    from aes_lib.evaluate import EvalConfig, evaluate_model
+
+    ann = _annotation_file(tmp_path)
+    for i, image in enumerate(TRICKY):
+        _png(tmp_path / image, i)
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    server = start_server(mode="short_then_ok", fail_count=1,
+                          responder="fixtures_evaluate.echo_responder:respond")
+    config = lambda out, **kw: EvalConfig(out_dir=str(tmp_path / out), bench=str(ann),  # noqa: E731
+                                          base_url=server.base_url, progress=False, n_boot=20, **kw)
+    try:
+        summary = evaluate_model(config("o"), "reasked", api_model="vision-model")
+        stats = server.stats()
+        # every prompt asked twice, the second time with the very same messages
+        assert stats["requests"] == 24 and len(stats["by_hash"]) == 12
+        assert set(stats["by_hash"].values()) == {2}
+        assert summary["short_replies"] == {"min_chars": 3, "tries": 5, "items_reasked": 12, "reasks": 12,
+                                            "kept_short": []}
+        def official(image: str, dim: str) -> str:
+            return reference_prompt(_as_official(TRICKY[image], dim), dim).strip()
+
+        reference_files(TRICKY, official, tmp_path / "official")
+        ours = tmp_path / "o" / "eval" / "responses_reasked"
+        for name in ("test_AesP.json", "test_AesE.json", "test_AesA1.json", "test_AesI.json"):
+            assert (ours / name).read_bytes() == (tmp_path / "official" / name).read_bytes(), name
+        lines = (tmp_path / "o" / "eval" / "predictions_reasked.jsonl").read_text().splitlines()
+        preds = [json.loads(x) for x in lines]
+        assert [p["reasks"] for p in preds] == [1] * 12
+
+        # a model that only ever says "B": 2 asks each, the last reply kept as given and counted
+        server.control(fail_count=1000)
+        server.reset()
+        caplog.set_level("WARNING")
+        stubborn = evaluate_model(config("o2", short_reply_tries=2), "stubborn", api_model="vision-model")
+        assert server.requests() == 24
+        assert stubborn["short_replies"]["reasks"] == 12 and len(stubborn["short_replies"]["kept_short"]) == 12
+        assert "12 replies still shorter than 3 characters after up to 2 asks" in caplog.text
+        reference_files(TRICKY, lambda image, dim: "B", tmp_path / "official_b")
+        for name in ("test_AesP.json", "test_AesA1.json", "test_AesI.json"):
+            assert (tmp_path / "o2" / "eval" / "responses_stubborn" / name).read_bytes() == \
+                (tmp_path / "official_b" / name).read_bytes(), name
+        # a rerun takes the kept replies from the cache: nothing sent, the same counts
+        server.reset()
+        again = evaluate_model(config("o2", short_reply_tries=2), "stubborn", api_model="vision-model")
+        assert server.requests() == 0 and again["short_replies"]["kept_short"] == stubborn["short_replies"]["kept_short"]
+        assert again["short_replies"]["reasks"] == 0
+        # one try: each prompt sent once and its short reply written as given
+        server.reset()
+        once = evaluate_model(config("o3", short_reply_tries=1), "once", api_model="vision-model")
+        assert server.requests() == 12 and once["short_replies"]["reasks"] == 0
+        assert len(once["short_replies"]["kept_short"]) == 12
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def tiny_llava(tmp_path_factory):
+    from aes_lib.models import build_tiny_llava, load_model_and_processor
+
+    return load_model_and_processor(build_tiny_llava(tmp_path_factory.mktemp("tiny") / "m", seed=0))
+
+
+def test_local_generation_asks_again_for_short_replies(tmp_path, monkeypatch, tiny_llava):
+    """answer_local (generate) with a stand-in for the decoding: short replies are generated again
+    from the same prompts, sampled, within the limit; the last reply is kept."""
+    from aes_lib.evaluate import answer as A
+
+    ann = _annotation_file(tmp_path)
+    for i, image in enumerate(TRICKY):
+        _png(tmp_path / image, i)
+    items = B.load_aesbench(ann)
+    model, processor = tiny_llava
+    calls = []
+    stubborn = "\u201ccalm\u201d"   # the one question whose replies are always short
+
+    def decode(model, processor, prompts, images, max_new_tokens=16, batch_size=8, progress=False,
+               temperature=0.0, seed=0):
+        calls.append({"prompts": list(prompts), "images": list(images), "temperature": temperature,
+                      "seed": seed})
+        if temperature == 0:
+            return ["B"] * len(prompts)
+        return [" B " if stubborn in p else f"C. reply of call {len(calls)}" for p in prompts]
+
+    monkeypatch.setattr(A, "generate_texts", decode)
+    preds = {p["id"]: p for p in A.answer_local(items, model, processor, tmp_path, method="generate",
+                                                short_reply_tries=3, reask_temperature=0.7, seed=5)}
+    # multiple choice: greedy (9 short), 9 asked again, the stubborn one a third time; then AesI
+    assert [len(c["prompts"]) for c in calls] == [9, 9, 1, 3, 3]
+    assert [c["temperature"] for c in calls] == [0.0, 0.7, 0.7, 0.0, 0.7]
+    assert [c["seed"] for c in calls[1:3]] == [6, 7]
+    assert calls[1]["prompts"] == calls[0]["prompts"] and calls[1]["images"] == calls[0]["images"]
+    assert calls[4]["prompts"] == calls[3]["prompts"]
+    assert stubborn in calls[2]["prompts"][0]
+    kept = preds["z_first_in_file.jpg:AesE"]
+    assert kept["response"] == " B " and kept["reasks"] == 2 and A.is_short_reply(kept["response"])
+    others = [p for i, p in preds.items() if i != "z_first_in_file.jpg:AesE"]
+    assert all(p["reasks"] == 1 and not A.is_short_reply(p["response"]) for p in others)
+    assert preds["a_last_in_file.jpg:AesP"]["response"] == "C. reply of call 2"
+    assert preds["a_last_in_file.jpg:AesI"]["response"] == "C. reply of call 5"
+    # one try: nothing asked again, the short replies written as given
+    calls.clear()
+    once = A.answer_local(items, model, processor, tmp_path, method="generate")
+    assert len(calls) == 2 and all(p["response"] == "B" and p["reasks"] == 0 for p in once)
+
+
+def test_sampled_reasks_are_seeded_and_leave_the_global_random_state(tmp_path, tiny_llava):
+    import torch
+
+    from aes_lib.evaluate.answer import generate_texts
+
+    model, processor = tiny_llava
+    paths = [_png(tmp_path / f"i{i}.png", i) for i in range(3)]
+    from aes_lib.models import build_prompt
+
+    prompts = [build_prompt(processor, [{"from": "human", "value": f"<image>\nQuestion {i}?"}]) for i in range(3)]
+    state = torch.random.get_rng_state()
+    first = generate_texts(model, processor, prompts, paths, 6, 2, temperature=1.0, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert generate_texts(model, processor, prompts, paths, 6, 2, temperature=1.0, seed=3) == first
+    samples = {tuple(generate_texts(model, processor, prompts, paths, 6, 2, temperature=1.0, seed=s))
+               for s in range(4)}
+    assert len(samples) > 1   # sampling, not greedy decoding under another name

@@ -331,3 +331,72 @@ def test_an_ordinary_400_fails_its_own_request_only(fake):
     results = client.run(requests, progress=False)
     assert [r.ok for r in results] == [False] * 5 and "Invalid image data" in results[0].error
     assert fake.requests() == 5   # each sent once: not retried, not stopping the others
+
+
+# --- re-asking with the same messages (AesBench's short replies) ---------------------------------
+
+def long_enough(text: str) -> str:
+    if len(text.strip()) < 3:
+        raise ValueError(f"reply {text!r} is too short")
+    return text
+
+
+def repeat_req(key: str = "q", text: str = "Which option?") -> ChatRequest:
+    return ChatRequest(key, [{"role": "user", "content": text}], long_enough, "short_v1", reask="repeat",
+                       reask_temperature=0.9, keep_last=True)
+
+
+def test_repeat_reask_sends_the_same_messages_until_the_reply_is_long_enough(fake):
+    fake.control(mode="short_then_ok", fail_count=2)
+    client = make_client(fake, max_reasks=4, temperature=0.0)
+    [r] = client.run([repeat_req()], progress=False)
+    assert r.ok and not r.invalid and r.text.startswith('{"reply"') and r.reasks == 2
+    stats = fake.stats()
+    # three asks of one and the same conversation: no reply or correction appended
+    assert stats["requests"] == 3 and list(stats["by_hash"].values()) == [3]
+    assert stats["last_body"]["messages"] == repeat_req().messages
+    assert stats["last_body"]["temperature"] == 0.9   # re-asks sample; the first ask used 0.0
+    assert client.usage_summary()["reasks"] == 2 and client.usage_summary()["kept_invalid"] == 0
+
+
+def test_repeat_reask_keeps_the_last_reply_at_the_limit_and_caches_it(fake, tmp_path):
+    fake.control(mode="short_then_ok", fail_count=100)
+    cache = str(tmp_path / "c.sqlite")
+    client = make_client(fake, max_reasks=2, cache_path=cache)
+    [r] = client.run([repeat_req()], progress=False)
+    assert r.ok and r.text == "B" and r.parsed is None and r.reasks == 2 and "too short" in r.invalid
+    assert fake.requests() == 3 and client.usage_summary()["kept_invalid"] == 1
+    # a rerun takes the kept reply from the cache: nothing sent, still flagged
+    [again] = make_client(fake, max_reasks=2, cache_path=cache).run([repeat_req()], progress=False)
+    assert again.cached and again.text == "B" and "too short" in again.invalid and fake.requests() == 3
+    # a higher limit asks again (4 asks), and the server's longer reply is taken once it comes
+    fake.control(fail_count=5)
+    [more] = make_client(fake, max_reasks=3, cache_path=cache).run([repeat_req()], progress=False)
+    assert more.ok and not more.invalid and more.text.startswith('{"reply"') and fake.requests() == 6
+    # without keep_last the same short replies fail the request, as for JSON replies
+    fake.control(fail_count=100)
+    plain = ChatRequest("p", [{"role": "user", "content": "other"}], long_enough, reask="repeat")
+    [failed] = make_client(fake, max_reasks=1).run([plain], progress=False)
+    assert not failed.ok and failed.error.startswith("invalid reply after 2 tries")
+    with pytest.raises(ValueError, match="reask must be one of"):
+        ChatRequest("x", [], reask="again")
+
+
+def test_interrupted_batch_export_leaves_no_temporary_or_unnamed_file(fake, tmp_path):
+    def failing_after(n: int):
+        for i in range(n):
+            yield req(f"k{i}", f"text {i}")
+        raise RuntimeError("critique file broke off")
+
+    client = make_client(fake)
+    # within the first file: nothing is left at all
+    with pytest.raises(RuntimeError, match="broke off"):
+        client.batch_export(failing_after(2), tmp_path / "b.jsonl", max_requests=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # after the split: the parts already full stay (named), the one being written goes
+    with pytest.raises(RuntimeError, match="broke off"):
+        client.batch_export(failing_after(7), tmp_path / "b.jsonl", max_requests=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.part001.jsonl", "b.part002.jsonl"]
+    # the next export removes them first
+    export = client.batch_export([req(f"k{i}", f"text {i}") for i in range(4)], tmp_path / "b.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.jsonl"] and export["requests"] == 4

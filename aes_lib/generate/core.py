@@ -11,13 +11,14 @@ OpenAI-compatible server through :mod:`aes_lib.client`).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator
 
 from aes_lib.config import Config, require
 from aes_lib.generate import offline
@@ -335,19 +336,21 @@ def _client_for(cfg: GenerateConfig, client_cfg: Any, out: Path, api_key: str | 
 
 
 def _refine_requests(critiques: list[Critique], images: dict[str, tuple[str, str]], data_dir: Path,
-                     cfg: GenerateConfig, client: Any) -> list[Any]:
+                     cfg: GenerateConfig, client: Any) -> Iterator[Any]:
+    """The refine requests in critique order, each built (its image read and base64-encoded)
+    only when it is consumed, so a caller that streams them holds one at a time. A missing image
+    is an error here, before any request is built."""
     from aes_lib.generate.llm import refine_request
 
-    reqs = []
+    paths: dict[str, Path | None] = {}
     for c in critiques:
-        path = None
+        paths[c.id] = None
         if cfg.send_image:
-            path = data_dir / images[c.image_id][0]
-            if not path.exists():
-                raise FileNotFoundError(f"{path}: image of critique {c.id!r} not found (set "
+            paths[c.id] = data_dir / images[c.image_id][0]
+            if not paths[c.id].exists():
+                raise FileNotFoundError(f"{paths[c.id]}: image of critique {c.id!r} not found (set "
                                         f"send_image=False to send the text only)")
-        reqs.append(refine_request(c, cfg.prompt_version, path, client.cfg.image_detail))
-    return reqs
+    return (refine_request(c, cfg.prompt_version, paths[c.id], client.cfg.image_detail) for c in critiques)
 
 
 def _assemble_requests(pairs: list[tuple[Critique, dict]], cfg: GenerateConfig, t: dict) -> list[Any]:
@@ -364,7 +367,8 @@ def _llm_refine_assemble(critiques: list[Critique], images: dict, data_dir: Path
 
     by_id = {c.id: c for c in critiques}
     refined_pairs = []
-    for res in client.run(_refine_requests(critiques, images, data_dir, cfg, client), progress=progress):
+    refine = list(_refine_requests(critiques, images, data_dir, cfg, client))
+    for res in client.run(refine, progress=progress):
         c = by_id[res.key.split(":", 1)[1]]
         if res.ok:
             refined_pairs.append((c, res.parsed))
@@ -462,12 +466,25 @@ def generate(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_cfg: A
     return {"paths": written, "stats": stats, "run": run, "lost": lost}
 
 
+class PlannedRequests:
+    """A lazy, re-iterable sequence of requests: each pass builds them anew, one at a time."""
+
+    def __init__(self, build: Callable[[], Iterator[Any]]):
+        self._build = build
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._build()
+
+
 def plan_requests(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_cfg: Any = None,
                   manifest: str | Path | None = "default", critiques_path: str | Path | None = None,
-                  data_dir: str | Path | None = None) -> tuple[Any, list[Any], list[Any]]:
-    """(client, refine requests, assemble requests). Assemble requests exist for critiques whose
-    refined reply is cached; the others get a stand-in built from the offline refinement (for
-    estimates), flagged by the key prefix ``estimate:``."""
+                  data_dir: str | Path | None = None) -> tuple[Any, PlannedRequests, PlannedRequests]:
+    """(client, refine requests, assemble requests), as lazy sequences (:class:`PlannedRequests`):
+    every pass over them builds the requests one at a time (refine requests encode their image
+    then), so memory stays at one request whatever the number of critiques. Assemble requests
+    exist for critiques whose refined reply is cached (a pass over them checks the cache, which
+    builds each refine request once more); the others get a stand-in built from the offline
+    refinement (for estimates), flagged by the key prefix ``estimate:``, after the real ones."""
     paths = default_paths(out_dir)
     manifest = paths["manifest"] if manifest == "default" else manifest
     critiques_path = Path(critiques_path or paths["critiques"])
@@ -477,19 +494,25 @@ def plan_requests(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_c
     images = resolve_images(critiques, load_images(manifest), cfg, str(critiques_path))
     critiques = limit_critiques(critiques, images, cfg.max_critiques)
     client = _client_for(cfg, client_cfg, paths["out"])
-    refine = _refine_requests(critiques, images, data_dir, cfg, client)
-    pairs, standins = [], []
-    for c, req in zip(critiques, refine):
-        hit = client.cached(req)
-        if hit is not None:
-            pairs.append((c, hit.parsed))
-        else:
-            standins.append((c, offline.refine(c, t)))
-    assemble = _assemble_requests(pairs, cfg, t)
-    for req in _assemble_requests(standins, cfg, t):
-        req.key = "estimate:" + req.key
-        assemble.append(req)
-    return client, refine, assemble
+    _refine_requests(critiques, images, data_dir, cfg, client)   # missing images: an error now
+
+    def assemble() -> Iterator[Any]:
+        from aes_lib.generate.llm import assemble_request
+
+        standins = []
+        for c, req in zip(critiques, _refine_requests(critiques, images, data_dir, cfg, client)):
+            hit = client.cached(req)
+            if hit is not None:
+                yield assemble_request(c, hit.parsed, cfg.prompt_version, t, cfg.perception_mcq,
+                                       cfg.empathy_mcq)
+            else:
+                standins.append((c, offline.refine(c, t)))
+        for req in _assemble_requests(standins, cfg, t):
+            req.key = "estimate:" + req.key
+            yield req
+
+    return (client, PlannedRequests(lambda: _refine_requests(critiques, images, data_dir, cfg, client)),
+            PlannedRequests(assemble))
 
 
 def estimate(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_cfg: Any = None,
@@ -505,6 +528,24 @@ def estimate(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_cfg: A
     return est
 
 
+def _from_first_uncached(client: Any, requests: Iterable[Any]) -> Iterator[Any] | None:
+    """``requests`` from the first one without a cached reply on; None when all are cached."""
+    rest = iter(requests)
+    for req in rest:
+        if client.cached(req) is None:
+            return _then(req, rest)
+    return None
+
+
+def _then(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    # not itertools.chain([first], rest), whose argument tuple keeps `first` (and its image)
+    # alive for the whole export
+    box = [first]
+    del first
+    yield box.pop()
+    yield from rest
+
+
 def batch_export(cfg: GenerateConfig, path: str | Path, out_dir: str | Path = "outputs",
                  client_cfg: Any = None, max_requests: int | None = None,
                  max_bytes: int | None = None, **kw: Any) -> dict[str, Any]:
@@ -515,11 +556,12 @@ def batch_export(cfg: GenerateConfig, path: str | Path, out_dir: str | Path = "o
     from aes_lib.client import BATCH_MAX_BYTES, BATCH_MAX_REQUESTS
 
     client, refine, assemble = plan_requests(cfg, out_dir, client_cfg, **kw)
-    pending_refine = [r for r in refine if client.cached(r) is None]
-    if pending_refine:
-        step, reqs = "refine", pending_refine
+    # streamed: requests are built as the export writes them, one at a time
+    pending = _from_first_uncached(client, refine)
+    if pending is not None:
+        step, reqs = "refine", pending
     else:
-        step, reqs = "assemble", [r for r in assemble if not r.key.startswith("estimate:")]
+        step, reqs = "assemble", (r for r in assemble if not r.key.startswith("estimate:"))
     export = client.batch_export(reqs, path, max_requests or BATCH_MAX_REQUESTS,
                                  max_bytes or BATCH_MAX_BYTES)
     client.close()
@@ -531,7 +573,7 @@ def batch_import(cfg: GenerateConfig, path: str | Path | list, out_dir: str | Pa
     """Import Batch API results files (one path or a list) into the cache; the next ``generate``
     run (or ``batch_export``) uses them."""
     client, refine, assemble = plan_requests(cfg, out_dir, client_cfg, **kw)
-    known = refine + [r for r in assemble if not r.key.startswith("estimate:")]
+    known = itertools.chain(refine, (r for r in assemble if not r.key.startswith("estimate:")))
     result = client.batch_import(known, path)
     client.close()
     return result
