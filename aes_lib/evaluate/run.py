@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,6 +242,7 @@ def evaluate_model(cfg: EvalConfig, name: str, model_path: str | Path | None = N
         if api_model is not None:
             t_mcq = t_answer  # API requests run together; the rate covers both kinds
         n_mcq = sum(p["dimension"] != "AesI" for p in preds)
+        label_predictions(items, preds)
         if cfg.shuffle_images:
             for p in preds:
                 p["shown_image"], p["image"] = p["image"], own_image[p["id"]]
@@ -263,6 +265,14 @@ def evaluate_model(cfg: EvalConfig, name: str, model_path: str | Path | None = N
                                        {p["id"]: p["pred"] or p["response"] for p in preds})
     summary["rows"] = rows
     return _save(cfg, name, preds, summary)
+
+
+def label_predictions(items, preds: list[dict[str, Any]]) -> None:
+    """Carry each item's ``annotator_kind`` (the critiques its answer or reference came from,
+    e.g. ``simulated``) onto its prediction record, so results say where their truth came from."""
+    kind = {it.id: it.annotator_kind for it in items}
+    for p in preds:
+        p["annotator_kind"] = kind.get(p["id"], "")
 
 
 def judge_open_answers(cfg: EvalConfig, items, preds: list[dict[str, Any]]):
@@ -288,6 +298,8 @@ def _save(cfg: EvalConfig, name: str, preds: list[dict[str, Any]], summary: dict
 
     fname = safe_name(name)
     questions = [p for p in preds if "dimension" in p]   # score-dataset rows have no questions
+    summary["annotator_kinds"] = dict(Counter(p.get("annotator_kind") or "none (recorded ground truth)"
+                                              for p in questions))
     summary["repeated_answers"] = repeated_answers(questions)
     for flag in summary["repeated_answers"]:
         log.warning("%s: the same %s answer for %d of %d items: %r", name, flag["dimension"],
@@ -304,6 +316,7 @@ def _save(cfg: EvalConfig, name: str, preds: list[dict[str, Any]], summary: dict
 def finish_run(cfg: EvalConfig, name: str, items, preds: list[dict[str, Any]],
                summary: dict[str, Any]) -> dict[str, Any]:
     """Mark, judge, score and save predictions made without a model (e.g. the blind prior)."""
+    label_predictions(items, preds)
     mark(preds)
     judge = judge_open_answers(cfg, items, preds)
     rows = summarise(preds, name, judge.name, cfg.seed, cfg.n_boot)

@@ -82,7 +82,9 @@ SPECS: dict[str, Spec] = {
     "fig_loss_curve": Spec("figure", ("loss",), lambda r: F.fig_loss_curve(r.inputs.loss,
                                                                             r.cfg.loss_smoothing)),
     "fig_radar_aesbench": Spec("figure", (), lambda r: F.fig_radar_aesbench(
-        reported_scores(r.ref), r.measured(), BENCH_COLUMNS, r.reported_label, judge=r.judge)),
+        reported_scores(r.ref), r.measured(), BENCH_COLUMNS, r.reported_label, judge=r.judge,
+        kinds="+".join(sorted(set("+".join(T.model_kinds(r.inputs.results).values()).split("+")) - {""}))
+        if r.inputs.results is not None else "")),
     "fig_bars_attribute": Spec("figure", ("results",), lambda r: F.fig_bars(r.inputs.results,
                                                                             "attribute", r.judge)),
     "fig_bars_qtype": Spec("figure", ("results",), lambda r: F.fig_bars(r.inputs.results, "qtype",
@@ -90,7 +92,8 @@ SPECS: dict[str, Spec] = {
     "fig_bars_source": Spec("figure", ("results",), lambda r: F.fig_bars(r.inputs.results, "source",
                                                                          r.judge)),
     "table_main_results": Spec("table", (), lambda r: T.table_main_results(
-        r.ref, r.measured(intervals=True), r.run_label, r.judge)),
+        r.ref, r.measured(intervals=True), r.run_label, r.judge, T.model_kinds(r.inputs.results)
+        if r.inputs.results is not None else None)),
     "table_dataset_stats": Spec("table", (), lambda r: T.table_dataset_stats(
         r.ref, r.inputs.manifest, r.inputs.critique_stats, r.inputs.instruction_stats)),
 }

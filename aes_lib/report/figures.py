@@ -328,7 +328,7 @@ def fig_loss_curve(loss, smoothing: float = 0.9):
 def fig_radar_aesbench(reported: Mapping[str, Mapping[str, float]],
                        measured: Mapping[str, Mapping[str, float]],
                        columns: Mapping[str, tuple[str, float]], reported_label: str,
-                       measured_label: str = MEASURED, judge: str = ""):
+                       measured_label: str = MEASURED, judge: str = "", kinds: str = ""):
     """Two radars, never one: the left is AesBench's reported models (the paper's kind of
     figure), the right this run's models on this project's benchmark, with its own radial
     scale. Measured numbers come from other images, questions and judge, so drawing them
@@ -336,6 +336,7 @@ def fig_radar_aesbench(reported: Mapping[str, Mapping[str, float]],
 
     ``columns`` maps a key to ``(axis label, full scale)``; axes are shares of the full scale
     (accuracy out of 100 %, AesI out of 2). A missing value is a gap in the line, never a zero.
+    ``kinds``: the critique kinds behind the measured numbers (e.g. ``simulated``), named under it.
     """
     import numpy as np
 
@@ -389,7 +390,8 @@ def fig_radar_aesbench(reported: Mapping[str, Mapping[str, float]],
     fig.suptitle("Benchmark dimensions, as a share of each full scale")
     _provenance(fig, "Left and right are different benchmarks (images, questions, judge) with "
                      "their own radial scales: they are not directly comparable. A gap in a line "
-                     "is a value not measured.")
+                     "is a value not measured." + (f"\nRight: some answers and AesI references come "
+                                                   f"from {kinds} critiques." if kinds else ""))
     return fig
 
 
@@ -439,6 +441,9 @@ def fig_bars(results, group_by: str, judge: str = ""):
         axes[0, -1].legend(title="model", fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     what = {"qtype": "question form", "source": "image source"}.get(group_by, group_by)
     fig.suptitle(f"Results per {what} and model (error bars: confidence interval)")
+    kinds = sorted({k for v in (sub["annotator_kind"] if "annotator_kind" in sub.columns else [])
+                    if isinstance(v, str) and v for k in v.split("+")})
     _provenance(fig, f"All numbers {MEASURED} on this project's benchmark (eval/results.csv), "
-                     "not AesBench.")
+                     "not AesBench." + (f" Some answers and AesI references come from {' and '.join(kinds)} "
+                                        "critiques." if kinds else ""))
     return fig

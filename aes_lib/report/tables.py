@@ -129,6 +129,18 @@ def measured_scores(results, judge: str = "", intervals: bool = False) -> dict[s
     return out
 
 
+def model_kinds(results) -> dict[str, str]:
+    """``{model: "simulated"}``: the critique kinds behind each model's results (the
+    ``annotator_kind`` column of ``eval/results.csv``; ``""`` where none or no such column)."""
+    if "annotator_kind" not in results.columns:
+        return {}
+    out: dict[str, set[str]] = {}
+    for model, kinds in zip(results["model"], results["annotator_kind"]):
+        if isinstance(kinds, str) and kinds:
+            out.setdefault(model, set()).update(kinds.split("+"))
+    return {m: "+".join(sorted(k)) for m, k in out.items()}
+
+
 def _with_ci(cell: Any, digits: int) -> str:
     if not isinstance(cell, tuple):
         return _fmt(cell, digits)
@@ -147,7 +159,7 @@ def judges(results) -> list[str]:
 
 
 def table_main_results(ref: Mapping[str, Any], measured: Mapping[str, Mapping[str, Any]] | None,
-                       run_label: str = "", judge: str = "") -> Table:
+                       run_label: str = "", judge: str = "", kinds: Mapping[str, str] | None = None) -> Table:
     """Reported rows (with their source) above measured rows (with their run), then the
     controls (blind answer prior, shuffled images). Measured values may be ``(value, low,
     high)`` tuples (:func:`measured_scores` with ``intervals``): they print as ``v [low, high]``."""
@@ -163,7 +175,10 @@ def table_main_results(ref: Mapping[str, Any], measured: Mapping[str, Mapping[st
     for model in ordered:
         scores = measured[model]
         has_aesi = judge and any(k.startswith("AesI") for k in scores)
-        detail = "; ".join(d for d in (run_label, f"AesI judge: {judge}" if has_aesi else "") if d)
+        truth = (kinds or {}).get(model, "")
+        detail = "; ".join(d for d in (run_label, f"AesI judge: {judge}" if has_aesi else "",
+                                       f"answers and references partly from {truth} critiques" if truth else "")
+                           if d)
         kind = control_kind(model)
         rows.append(["control" if kind else "measured", model,
                      MEASURED + (f" ({detail})" if detail else "") + (f"; {CONTROL_NOTES[kind]}" if kind else "")]
