@@ -26,15 +26,15 @@ def test_a_simulated_critique_is_labelled_simulated_up_to_the_table(tmp_path):
         shutil.copy(tmp_path / "src" / f, out / "data" / f)
     manifest = json.loads((out / "data" / "manifest.json").read_text())
     for rec in manifest["images"]:
-        rec["split"] = {"im0": "test", "im1": "test"}.get(rec["id"], "train")
+        rec["split"] = "train" if rec["id"] == "im3" else "test"
     write_json(out / "data" / "manifest.json", manifest)
 
-    # generate: the instructions made from critique c20 (image im2, train) carry its kind
+    # generate: the instructions made from critique c30 (image im3, train) carry its kind
     generate(GenerateConfig(), out, progress=False)
     llava = json.loads((out / "instructions" / "llava_train.json").read_text())
     messages = [json.loads(line) for line in (out / "instructions" / "messages_train.jsonl").open()]
-    from_c20 = [r for r in llava if "c20" in r["id"]]
-    assert from_c20 and all(r["annotator_kind"] == "simulated" for r in from_c20)
+    from_c30 = [r for r in llava if "c30" in r["id"]]
+    assert from_c30 and all(r["annotator_kind"] == "simulated" for r in from_c30)
     assert {m["annotator_kind"] for m in messages} == {"simulated"}
 
     # evaluate: the benchmark's critique-based items, predictions, results.csv and results JSON
@@ -59,5 +59,7 @@ def test_a_simulated_critique_is_labelled_simulated_up_to_the_table(tmp_path):
     table = rep.build("table_main_results").table
     prior_row = next(r for r in table.rows if r[1] == "blind-prior")
     assert "from simulated critiques" in prior_row[2]
+    # the prior gives every image the same AesI critique: flagged in the table's notes
+    assert any(n.startswith("blind-prior: the same AesI answer for 3 of 3 items") for n in table.notes)
     for name in ("fig_bars_attribute", "fig_radar_aesbench"):
         assert "simulated critiques" in SPECS[name].make(rep).get_supxlabel(), name

@@ -93,7 +93,7 @@ SPECS: dict[str, Spec] = {
                                                                          r.judge)),
     "table_main_results": Spec("table", (), lambda r: T.table_main_results(
         r.ref, r.measured(intervals=True), r.run_label, r.judge, T.model_kinds(r.inputs.results)
-        if r.inputs.results is not None else None)),
+        if r.inputs.results is not None else None, r.repeated_answers())),
     "table_dataset_stats": Spec("table", (), lambda r: T.table_dataset_stats(
         r.ref, r.inputs.manifest, r.inputs.critique_stats, r.inputs.instruction_stats)),
 }
@@ -152,6 +152,20 @@ class Report:
     def measured(self, intervals: bool = False) -> dict[str, dict[str, Any]]:
         return {} if self.inputs.results is None else T.measured_scores(self.inputs.results, self.judge,
                                                                           intervals)
+
+    def repeated_answers(self) -> dict[str, list[dict[str, Any]]]:
+        """``{model: flags}`` from ``eval/results_<model>.json`` (answers identical across items)."""
+        import json
+
+        out = {}
+        for path in sorted((self.out_dir / "eval").glob("results_*.json")):
+            try:
+                res = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError as e:
+                raise ValueError(f"{path}: not JSON ({e})") from None
+            if res.get("repeated_answers"):
+                out[str(res.get("model", path.stem[8:]))] = res["repeated_answers"]
+        return out
 
     def caption(self, name: str) -> str:
         spec = SPECS[name]

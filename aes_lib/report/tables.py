@@ -159,7 +159,8 @@ def judges(results) -> list[str]:
 
 
 def table_main_results(ref: Mapping[str, Any], measured: Mapping[str, Mapping[str, Any]] | None,
-                       run_label: str = "", judge: str = "", kinds: Mapping[str, str] | None = None) -> Table:
+                       run_label: str = "", judge: str = "", kinds: Mapping[str, str] | None = None,
+                       repeated: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> Table:
     """Reported rows (with their source) above measured rows (with their run), then the
     controls (blind answer prior, shuffled images). Measured values may be ``(value, low,
     high)`` tuples (:func:`measured_scores` with ``intervals``): they print as ``v [low, high]``."""
@@ -191,6 +192,12 @@ def table_main_results(ref: Mapping[str, Any], measured: Mapping[str, Mapping[st
                          "not a GPT judge)." if judge.startswith("proxy") else ".") if judge else ""))
         if any(isinstance(v, tuple) for s in measured.values() for v in s.values()):
             notes.append("Measured cells: value [95% bootstrap confidence interval over items].")
+        for model, flags in sorted((repeated or {}).items()):
+            for f in flags:
+                if model in measured:
+                    notes.append(f"{model}: the same {f['dimension']} answer for {f['count']} of "
+                                 f"{f['of']} items (\"{f['response'][:60]}\"): not an interpretation of "
+                                 "the images, whatever the judge scores.")
         if any(control_kind(m) for m in measured):
             notes.append("Controls: a model shows it uses the image only where it beats both the "
                          "blind answer prior and its own shuffled-image control.")
