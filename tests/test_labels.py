@@ -36,6 +36,9 @@ def test_a_simulated_critique_is_labelled_simulated_up_to_the_table(tmp_path):
     from_c30 = [r for r in llava if "c30" in r["id"]]
     assert from_c30 and all(r["annotator_kind"] == "simulated" for r in from_c30)
     assert {m["annotator_kind"] for m in messages} == {"simulated"}
+    # the image paths stay relative to data/, folder included, so training finds every image
+    assert all(r["image"].startswith("images/") and (out / "data" / r["image"]).is_file() for r in llava)
+    assert all((out / "data" / m["images"][0]).is_file() for m in messages)
 
     # evaluate: the benchmark's critique-based items, predictions, results.csv and results JSON
     build_bench(out)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from aes_lib.evaluate.stats import (bootstrap_ci, bootstrap_pairs_ci, fit_logistic4, logistic4,
-                                    pearson, srcc)
+                                    paired_bootstrap, pearson, srcc)
 
 COLUMNS = ("model", "dimension", "group_by", "group", "metric", "value", "ci_low", "ci_high", "n",
            "annotator_kind")
@@ -130,10 +130,6 @@ def paired_difference(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], 
     ca = {p["id"]: p["correct"] for p in a if p["dimension"] == dimension and p.get("correct") is not None}
     cb = {p["id"]: p["correct"] for p in b if p["dimension"] == dimension and p.get("correct") is not None}
     ids = sorted(set(ca) & set(cb))
-    diffs = [float(cb[i]) - float(ca[i]) for i in ids]
-    if not diffs:
-        return {"dimension": dimension, "difference": float("nan"), "ci_low": float("nan"),
-                "ci_high": float("nan"), "n": 0}
-    lo, hi = bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
-    return {"dimension": dimension, "difference": round(sum(diffs) / len(diffs), 6),
-            "ci_low": round(lo, 6), "ci_high": round(hi, 6), "n": len(diffs)}
+    diff, lo, hi = paired_bootstrap([float(cb[i]) for i in ids], [float(ca[i]) for i in ids],
+                                    n_boot=n_boot, seed=seed)
+    return {"dimension": dimension, "difference": diff, "ci_low": lo, "ci_high": hi, "n": len(ids)}
