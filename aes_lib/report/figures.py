@@ -45,6 +45,16 @@ def _who(annotator_kind: str) -> str:
     return f"{kind} annotators, {MEASURED}"
 
 
+def series_color(i: int) -> str:
+    """The i-th measured series' colour: the style's measured colours, then further distinct ones
+    (models and their controls can be more than four series; none may share a colour)."""
+    from aes_lib.style import MEASURED_COLORS
+
+    extra = ("#ff7f0e", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#7f7f7f", "#000000")
+    palette = tuple(MEASURED_COLORS) + tuple(c for c in extra if c not in MEASURED_COLORS)
+    return palette[i % len(palette)]
+
+
 def save_figure(fig, folder: str | Path, name: str) -> list[Path]:
     """Write ``<folder>/<name>.pdf`` and ``.png`` with deterministic bytes; return the paths."""
     from aes_lib.style import save_figure as _save
@@ -378,7 +388,7 @@ def fig_radar_aesbench(reported: Mapping[str, Mapping[str, float]],
         top = min(1.0, max(0.25, math.ceil(max(shares, default=1.0) * 4 + 1e-9) / 4))
         for i, (model, scores) in enumerate(measured.items()):
             x, y = ring(scores)
-            color = MEASURED_COLORS[i % len(MEASURED_COLORS)]
+            color = series_color(i)
             (h,) = ax.plot(x, y, color=color, label=model, **MEASURED_STYLE)
             if not any(math.isnan(v) for v in y):   # a fill would draw a missing value as zero
                 ax.fill(x, y, color=color, alpha=0.08)
@@ -425,7 +435,7 @@ def fig_bars(results, group_by: str, judge: str = ""):
             hi = np.array([m["ci_high"].get(g, np.nan) for g in groups], dtype=float) * scale
             err = np.nan_to_num(np.vstack([vals - lo, hi - vals]).clip(min=0))
             x = np.arange(len(groups)) + (i - (len(models) - 1) / 2) * width
-            ax.bar(x, vals, width, yerr=err, capsize=2, color=MEASURED_COLORS[i % len(MEASURED_COLORS)],
+            ax.bar(x, vals, width, yerr=err, capsize=2, color=series_color(i),
                    label=model, error_kw={"lw": 0.8})
         labels = [ATTRIBUTE_LABELS.get(g, g) for g in groups]
         tilt = len(groups) > 4 or max((len(t) for t in labels), default=0) > 8
