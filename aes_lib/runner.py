@@ -203,8 +203,11 @@ def _files(out_abs: Path) -> dict[str, tuple[int, int]]:
 
 
 def _remove(out_abs: Path, rels: list[str]) -> int:
+    """Delete these files under ``out_abs`` (never a kept file, never outside the folder, even
+    when a hand-edited manifest names one), then the folders left empty."""
     removed = 0
-    for rel in sorted(set(rels)):
+    rels = [r for r in set(rels) if not Path(r).is_absolute() and ".." not in Path(r).parts]
+    for rel in sorted(rels):
         if rel in KEPT_FILES:
             continue
         path = out_abs / rel

@@ -177,6 +177,9 @@ def test_clear_outputs_follows_ownership(tmp_path):
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
         "eval/api_cache.db", "eval/results.csv", "figures/fig_contact_sheet.png"]
     assert clear_outputs(tmp_path, "04") == 1 and (tmp_path / "eval/api_cache.db").exists()
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.txt"
+    outside.write_text("not ours")
+    assert clear_outputs(tmp_path, "04", {f"../{outside.name}": "04_evaluate"}) == 0 and outside.exists()
 
 
 def test_cli_exit_code_and_message(chain):
