@@ -192,9 +192,11 @@ def test_repeated_answers_are_flagged_only_when_many():
 
 def test_evaluate_controls_scores_prior_and_shuffled_images_beside_the_model(tmp_path):
     import csv
+    import json
     import shutil
 
     from aes_lib.evaluate import EvalConfig, build_bench
+    from aes_lib.io import write_json
     from aes_lib.models import build_tiny_llava
     from test_evaluate_model import _outputs, _png
 
@@ -204,11 +206,6 @@ def test_evaluate_controls_scores_prior_and_shuffled_images_beside_the_model(tmp
     for f in files:
         (out / "data" / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(tmp_path / "src" / f, out / "data" / f)
-    import json
-
-    from aes_lib.io import write_json
-    from aes_lib.schema import Critique, read_jsonl, write_jsonl
-
     # two of the four photos become training photos, so the prior has something to learn from
     manifest = json.loads((out / "data" / "manifest.json").read_text())
     for rec in manifest["images"][2:]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from aes_lib.report.reference import BENCH_COLUMNS, REFERENCE_FILE, load_reference, validate_reference
+from aes_lib.report.reference import REFERENCE_FILE, load_reference, validate_reference
 
 README_COPY = REFERENCE_FILE.parent / "aesbench_readme_leaderboard.md"
 #: The README table column of each group the reference file names.
