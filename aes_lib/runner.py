@@ -6,11 +6,20 @@ profile (``smoke``, ``cpu``, ``gpu`` or a YAML file); a key no notebook declares
 the wrong type, stops the run before anything executes. Executed copies go to
 ``<out>/notebooks/``; the run stops at the first failing notebook and names the failing cell.
 At the end ``<out>/run_manifest.json`` records what ran, with what, and the hash of every output.
+
+Each run's outputs are its own. Every numbered notebook owns the files it writes
+(:data:`OWNED_OUTPUTS`, by its two-digit number, and whatever the last manifest says it wrote);
+before a notebook runs, the runner deletes them, so nothing a previous run left is shown or
+hashed as this run's. A full run clears every notebook's outputs first; ``--from NN`` clears
+NN and everything after it; ``--only`` clears only the notebooks it runs, and keeps the others'
+files and manifest records, marked with the run that produced them. Stores of human work and
+caches of paid requests (:data:`KEPT_FILES`) are never deleted.
 """
 
 from __future__ import annotations
 
 import ast
+import fnmatch
 import json
 import logging
 import multiprocessing as mp
@@ -25,7 +34,7 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
-from aes_lib.io import hash_tree, write_json
+from aes_lib.io import sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +42,30 @@ PROFILES = ("smoke", "cpu", "gpu")
 #: Packages whose versions go into the run manifest.
 RECORDED_PACKAGES = ("aes-lib", "torch", "transformers", "peft", "accelerate", "tokenizers", "openai",
                      "numpy", "pandas", "matplotlib", "scikit-image", "papermill", "nbclient", "ipykernel")
+
+
+#: What each numbered notebook writes under the output folder (globs relative to it, ``**`` =
+#: everything below); the first matching pattern names the owner. The runner adds each
+#: notebook's executed copy and log. Notebooks 04 and 05 also clear their own at their start
+#: (:func:`clear_outputs`), so running them one by one in JupyterLab leaves no stale files either.
+OWNED_OUTPUTS: tuple[tuple[str, str], ...] = (
+    ("figures/fig_contact_sheet.*", "00"),
+    ("figures/fig_collect_stats.*", "01"),
+    ("data/**", "00"),
+    ("critiques/**", "01"),
+    ("instructions/**", "02"),
+    ("train/**", "03"),
+    ("eval/**", "04"),
+    ("figures/**", "05"),
+    ("tables/**", "05"),
+    ("index.html", "05"),
+    ("index.md", "05"),
+    ("report.json", "05"),
+)
+#: Never deleted: annotations people made in the tool, and caches of paid API requests.
+KEPT_FILES = ("critiques/critiques.db", "instructions/llm_cache.sqlite", "eval/api_cache.db",
+              "README.md")
+MANIFEST = "run_manifest.json"
 
 
 class RunnerError(RuntimeError):
@@ -137,6 +170,87 @@ def resolve_parameters(profile: dict[str, Any], notebooks: list[Path], profile_n
         mine.update(sections.get(stem) or {})
         resolved[stem] = mine
     return resolved
+
+
+# --- whose files ------------------------------------------------------------------------------
+
+def _matches(rel: str, pattern: str) -> bool:
+    if pattern.endswith("/**"):
+        return rel.startswith(pattern[:-2])
+    return fnmatch.fnmatchcase(rel, pattern)
+
+
+def owner_of(rel: str) -> str | None:
+    """The two-digit number of the notebook that owns ``rel`` (a POSIX path under the output
+    folder) by :data:`OWNED_OUTPUTS`, or ``None``."""
+    for pattern, number in OWNED_OUTPUTS:
+        if _matches(rel, pattern):
+            return number
+    return None
+
+
+def _files(out_abs: Path) -> dict[str, tuple[int, int]]:
+    """``{relative path: (mtime_ns, size)}`` of every file the notebooks may have written."""
+    if not out_abs.is_dir():
+        return {}
+    found = {}
+    for p in out_abs.rglob("*"):
+        rel = p.relative_to(out_abs).as_posix()
+        if p.is_file() and rel != MANIFEST and not rel.startswith("logs/"):
+            st = p.stat()
+            found[rel] = (st.st_mtime_ns, st.st_size)
+    return found
+
+
+def _remove(out_abs: Path, rels: list[str]) -> int:
+    """Delete these files under ``out_abs`` (never a kept file, never outside the folder, even
+    when a hand-edited manifest names one), then the folders left empty."""
+    removed = 0
+    rels = [r for r in set(rels) if not Path(r).is_absolute() and ".." not in Path(r).parts]
+    for rel in sorted(rels):
+        if rel in KEPT_FILES:
+            continue
+        path = out_abs / rel
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+            removed += 1
+    for folder in sorted({(out_abs / r).parent for r in rels}, key=lambda p: -len(p.parts)):
+        while folder != out_abs and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+    return removed
+
+
+def clear_outputs(out_dir: str | Path, notebook: str, produced_by: dict[str, str] | None = None,
+                  runner_files: bool = False) -> int:
+    """Delete what ``notebook`` (a stem like ``04_evaluate`` or its number) writes under
+    ``out_dir``: the files :data:`OWNED_OUTPUTS` gives it, those ``produced_by`` (a manifest's
+    ``{path: notebook stem}``) attributes to it and, with ``runner_files``, its executed copy and
+    log. Kept files (:data:`KEPT_FILES`) stay. Returns how many files were deleted.
+
+    A notebook calls it on itself at its start (so a run in JupyterLab is clean too)."""
+    out_abs = Path(out_dir)
+    number = notebook[:2]
+    rels = [rel for rel in _files(out_abs) if owner_of(rel) == number]
+    rels += [rel for rel, stem in (produced_by or {}).items() if stem[:2] == number]
+    if runner_files:
+        rels += [f"notebooks/{notebook}.ipynb", f"logs/{notebook}.log"]
+    removed = _remove(out_abs, rels)
+    if removed:
+        log.info("cleared %d file(s) %s wrote before under %s", removed, notebook, out_abs)
+    return removed
+
+
+def _previous_manifest(out_abs: Path) -> dict[str, Any]:
+    path = out_abs / MANIFEST
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        log.warning("%s: unreadable (%s); records of notebooks not rerun are lost", path, e)
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 # --- running ----------------------------------------------------------------------------------
@@ -249,22 +363,36 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def git_commit(cwd: Path) -> str:
+def git_state(cwd: Path) -> tuple[str, bool | None]:
+    """``(commit, dirty)`` of the git tree at ``cwd``; ``("unknown", None)`` outside one.
+    Dirty means tracked files differ from the commit."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
                              check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
                                capture_output=True, text=True).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
+        return sha, bool(dirty)
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return "unknown", None
+
+
+def _record(run: NotebookRun, run_id: str, profile: str, out_abs: Path) -> dict[str, Any]:
+    rec: dict[str, Any] = {"name": run.name, "status": "ok" if run.ok else "failed", "ok": run.ok,
+                           "run_id": run_id, "profile": profile, "seconds": round(run.seconds, 1),
+                           "executed": str(Path(run.output).relative_to(out_abs)),
+                           "log": str(Path(run.log).relative_to(out_abs))}
+    if not run.ok:
+        e = run.error
+        rec["error"] = {k: e[k] for k in ("ename", "evalue", "cell_index", "exec_count", "source") if k in e}
+    return rec
 
 
 def reproduce(profile: str | Path = "cpu", notebooks_dir: str | Path = "notebooks",
               out_dir: str | Path = "outputs", cwd: str | Path = ".", start: str | None = None,
               only: list[str] | None = None, timeout: int = 1800,
               overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run the chain; return the run manifest. Raises :class:`RunnerError` on the first failure."""
+    """Run the chain; return the run manifest. Raises :class:`RunnerError` on the first failure
+    (after writing the manifest, which then names the failing cell and the notebooks not run)."""
     cwd = Path(cwd).resolve()
     out = Path(out_dir)
     out_abs = out if out.is_absolute() else cwd / out
@@ -276,34 +404,91 @@ def reproduce(profile: str | Path = "cpu", notebooks_dir: str | Path = "notebook
     # validate against every notebook, so a typo is caught even when running part of the chain
     resolved_all = resolve_parameters(profile_data, all_notebooks, profile_name, overrides)
     out_abs.mkdir(parents=True, exist_ok=True)
+    partial = bool(start or only)
+    previous = _previous_manifest(out_abs) if partial else {}
+    prev_records = {r.get("name"): r for r in previous.get("notebooks", []) if isinstance(r, dict)}
+    prev_produced: dict[str, str] = previous.get("produced_by") or {}
+    # notebooks that will run, and (--from) everything after them: their old files go first
+    later = [p for p in all_notebooks if start and p.name[:2] >= start.zfill(2)]
+    to_clear = all_notebooks if not partial else list(dict.fromkeys(notebooks + later))
+    if not partial:  # a full run starts clean: every owned file, executed copy and log goes
+        _remove(out_abs, [*(_previous_manifest(out_abs).get("produced_by") or {}),
+                          *(rel for rel in _files(out_abs) if owner_of(rel) is not None
+                            or rel.startswith("notebooks/")),
+                          *(p.relative_to(out_abs).as_posix() for p in (out_abs / "logs").glob("*"))])
+    for nb in to_clear:
+        clear_outputs(out_abs, nb.stem, prev_produced, runner_files=True)
+    run_stems = {nb.stem for nb in notebooks}
+    cleared_stems = {nb.stem for nb in to_clear}
+    produced_by = {rel: stem for rel, stem in prev_produced.items()
+                   if stem not in cleared_stems and (out_abs / rel).is_file()}
+    started = time.gmtime()
+    sha, dirty = git_state(cwd)
+    try:
+        nb_folder = str(nb_dir.relative_to(cwd))
+    except ValueError:
+        nb_folder = str(nb_dir)
+    run_id = time.strftime("%Y%m%dT%H%M%SZ", started) + f"-{os.getpid()}"
     manifest: dict[str, Any] = {
-        "profile": profile_name, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "git_commit": git_commit(cwd), "packages": package_versions(), "platform": platform.platform(),
-        "notebooks": [], "parameters": {},
+        "run_id": run_id, "status": "running", "profile": profile_name,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", started),
+        "command": {"from": start, "only": only}, "notebooks_dir": nb_folder,
+        "git_commit": sha, "git_dirty": dirty, "packages": package_versions(),
+        "platform": platform.platform(), "notebooks": [],
+        "parameters": {k: v for k, v in (previous.get("parameters") or {}).items()
+                       if k not in cleared_stems},
     }
+    records: dict[str, dict[str, Any]] = {
+        stem: rec for stem, rec in prev_records.items()
+        if stem not in cleared_stems and stem in {p.stem for p in all_notebooks}}
     total = len(notebooks)
+    failure = None
     for i, nb in enumerate(notebooks, 1):
         params = {**resolved_all[nb.stem]}
         if "out_dir" in notebook_parameters(nb):
             params["out_dir"] = str(out)
         manifest["parameters"][nb.stem] = params
         log.info("[%d/%d] %s ...", i, total, nb.name)
+        before = _files(out_abs)
         run = run_notebook(nb, out_abs, params, cwd, timeout)
-        manifest["notebooks"].append({"name": nb.stem, "seconds": round(run.seconds, 1), "ok": run.ok,
-                                      "executed": str(Path(run.output).relative_to(out_abs))})
+        after = _files(out_abs)
+        for rel in [r for r in produced_by if r not in after]:
+            del produced_by[rel]
+        produced_by.update({rel: nb.stem for rel, st in after.items() if before.get(rel) != st})
+        records[nb.stem] = _record(run, run_id, profile_name, out_abs)
         if not run.ok:
-            _write_manifest(manifest, out_abs)
-            raise RunnerError(describe_failure(run))
+            failure = run
+            break
         log.info("[%d/%d] %s ok (%.1f s)", i, total, nb.name, run.seconds)
+    for nb in all_notebooks:
+        rec = records.get(nb.stem)
+        if rec is None:
+            why = ("an earlier notebook failed" if failure is not None and nb.stem in run_stems
+                   else "not selected (--from/--only) and no earlier run recorded")
+            rec = {"name": nb.stem, "status": "not run", "ok": False, "reason": why}
+        elif rec.get("run_id") != run_id:
+            rec = {**rec, "kept_from_earlier_run": True}
+        manifest["notebooks"].append(rec)
+    statuses = [r["status"] for r in manifest["notebooks"]]
+    manifest["status"] = ("failed" if "failed" in statuses else
+                          "incomplete" if "not run" in statuses else "ok")
     manifest["seeds"] = {stem: p.get("seed") for stem, p in manifest["parameters"].items() if "seed" in p}
+    manifest["produced_by"] = dict(sorted(produced_by.items()))
     _write_manifest(manifest, out_abs)
+    if failure is not None:
+        raise RunnerError(describe_failure(failure))
     return manifest
 
 
 def _write_manifest(manifest: dict[str, Any], out_abs: Path) -> None:
+    """Hash only files a notebook of this run (or, for kept records, of the run named there)
+    wrote; anything else under the folder is listed by name in ``other_files``."""
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    manifest["outputs"] = hash_tree(out_abs, exclude=("run_manifest.json", "logs"))
-    write_json(out_abs / "run_manifest.json", manifest)
+    produced = manifest.get("produced_by", {})
+    manifest["outputs"] = {rel: sha256_file(out_abs / rel) for rel in sorted(produced)
+                           if (out_abs / rel).is_file()}
+    manifest["other_files"] = sorted(rel for rel in _files(out_abs) if rel not in produced)
+    write_json(out_abs / MANIFEST, manifest)
 
 
 # --- notebook hygiene -------------------------------------------------------------------------
@@ -368,8 +553,9 @@ def _cli_reproduce(args) -> int:
     except RunnerError as e:
         print(f"aes reproduce: {e}", file=sys.stderr)
         return 1
-    total = sum(n["seconds"] for n in manifest["notebooks"])
-    print(f"ran {len(manifest['notebooks'])} notebook(s) in {total:.0f} s; "
+    ran = [n for n in manifest["notebooks"] if n.get("run_id") == manifest["run_id"]]
+    total = sum(n["seconds"] for n in ran)
+    print(f"ran {len(ran)} notebook(s) in {total:.0f} s (status {manifest['status']}); "
           f"manifest: {Path(args.out) / 'run_manifest.json'}")
     return 0
 

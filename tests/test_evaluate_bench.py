@@ -230,7 +230,7 @@ def test_proxy_judge_scores_and_name():
     assert same == {"relevance": 2.0, "precision": 2.0, "completeness": 2.0, "overall": 2.0}
     off = judge.score_one("My favourite football team won yesterday.", ref)
     assert off["overall"] < 0.3
-    partial = judge.score_one("The colours are muddy.", ref)
+    partial = judge.score_one("The colours are muddy and the composition is tilted.", ref)
     assert partial["precision"] > partial["completeness"] > 0
     assert ProxyOverlapJudge().score_one("", ref)["overall"] == 0.0
 

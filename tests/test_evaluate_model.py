@@ -207,7 +207,9 @@ def test_cli_build_bench_and_run_writes_results_with_cis(outputs, tiny, capsys):
     printed = capsys.readouterr().out
     assert "tiny-base\tAesP\taccuracy" in printed and "overall[proxy-overlap]" in printed
     rows = list(csv.DictReader((outputs / "eval" / "results.csv").open()))
-    assert set(rows[0]) == {"model", "dimension", "group_by", "group", "metric", "value", "ci_low", "ci_high", "n"}
+    assert set(rows[0]) == {"model", "dimension", "group_by", "group", "metric", "value", "ci_low", "ci_high", "n",
+                            "annotator_kind"}
+    assert {r["annotator_kind"] for r in rows if r["dimension"] in ("AesA", "AesI")} == {"simulated"}
     assert {r["model"] for r in rows} == {"tiny-base", "tiny-gen", "tiny"}
     assert {r["group_by"] for r in rows} >= {"all", "attribute", "qtype", "source"}
     for r in rows:

@@ -117,7 +117,8 @@ def test_offline_outputs_follow_the_contract(inputs):
     for s, rows in llava.items():
         assert all(images[r["id"].split("-")[1]]["split"] == s for r in rows)
         for r in rows:
-            assert set(r) == {"id", "image", "conversations", "type", "qtype"}
+            assert set(r) == {"id", "image", "conversations", "type", "qtype", "annotator_kind"}
+            assert r["annotator_kind"] == "simulated"
             assert r["conversations"][0]["from"] == "human" and r["conversations"][0]["value"].startswith("<image>\n")
     assert sum(len(v) for v in llava.values()) == len(ins)
     msgs = [json.loads(x) for x in (out / "messages_val.jsonl").read_text().splitlines()]

@@ -184,23 +184,42 @@ def test_loss_curve_smoothing():
 def test_radar_keeps_reported_and_measured_apart():
     ref = load_reference()
     measured = T.measured_scores(_results(), "proxy-overlap")
-    fig = F.fig_radar_aesbench(reported_scores(ref), measured, BENCH_COLUMNS, "reported by AesBench")
-    ax = fig.axes[0]
-    styles = {line.get_label(): (line.get_linestyle(), line.get_linewidth(), line.get_marker())
-              for line in ax.lines}
+    fig = F.fig_radar_aesbench(reported_scores(ref), measured, BENCH_COLUMNS, "reported by AesBench",
+                               judge="proxy-overlap")
+    polar = [ax for ax in fig.axes if ax.name == "polar"]
+    assert len(polar) == 2   # reported and measured never share a radar
+    rep_ax, meas_ax = polar
+    rep_styles = {line.get_label(): (line.get_linestyle(), line.get_linewidth(), line.get_marker())
+                  for line in rep_ax.lines}
+    meas_styles = {line.get_label(): (line.get_linestyle(), line.get_linewidth(), line.get_marker())
+                   for line in meas_ax.lines}
+    assert set(rep_styles) == set(reported_scores(ref)) and set(meas_styles) == set(measured)
     for model in reported_scores(ref):
-        ls, lw, marker = styles[model]
+        ls, lw, marker = rep_styles[model]
         assert ls == "--" and lw <= 1.0 and marker in ("None", "", None)
     for model in measured:
-        ls, lw, marker = styles[model]
+        ls, lw, marker = meas_styles[model]
         assert ls == "-" and lw >= 2.0 and marker == "o"
-    titles = [leg.get_title().get_text() for leg in fig.legends]
-    assert any(t.startswith("Reported by AesBench") for t in titles)
-    assert any(t.startswith("Measured by this run") for t in titles)
+    assert rep_ax.get_title().startswith("Reported by AesBench")
+    assert meas_ax.get_title().startswith("Measured by this run") and "proxy-overlap" in meas_ax.get_title()
     assert "not directly comparable" in fig.get_supxlabel()
     # values are shares of the full scale: GPT-4V's AesP 72.08 % -> 0.7208
-    gpt = next(line for line in ax.lines if line.get_label() == "GPT-4V")
+    gpt = next(line for line in rep_ax.lines if line.get_label() == "GPT-4V")
     assert math.isclose(gpt.get_ydata()[0], 0.7208)
+    # the measured panel has its own scale: finetuned's best share is 0.7, so it ends at 0.75
+    assert rep_ax.get_ylim() == (0, 1.0) and meas_ax.get_ylim() == (0, 0.75)
+
+
+def test_radar_draws_a_missing_value_as_a_gap_not_a_zero():
+    measured = {"gen": {"AesP": 50.0, "AesE": 40.0, "AesA": 30.0}}   # no AesI scores
+    fig = F.fig_radar_aesbench(reported_scores(load_reference()), measured, BENCH_COLUMNS,
+                               "reported by AesBench")
+    meas_ax = [ax for ax in fig.axes if ax.name == "polar"][1]
+    (line,) = meas_ax.lines
+    y = list(line.get_ydata())
+    assert y[:3] == [0.5, 0.4, 0.3] and all(math.isnan(v) for v in y[3:7])
+    # no filled polygon pulls the missing axes to the centre
+    assert not [p for p in meas_ax.patches if p.get_label() != "_nolegend_" or p.get_alpha() == 0.08]
 
 
 def test_bars_with_confidence_intervals():
@@ -232,7 +251,8 @@ def test_main_results_table_rows_and_formats(tmp_path):
     kinds = [r[0] for r in table.rows]
     assert kinds == ["reported"] * 6 + ["measured"] * 2
     gpt = table.rows[0]
-    assert gpt[1] == "GPT-4V" and gpt[2].startswith("reported by AesBench") and gpt[3] == "72.08"
+    assert gpt[1] == "GPT-4V" and gpt[3] == "72.08"
+    assert gpt[2] == "reported by AesBench (AesBench README leaderboard, rev. 9367974, 2024-07-18)"
     ft = table.rows[-1]
     assert ft[1] == "finetuned" and ft[3] == "70.00"
     assert ft[2] == "measured by this run (run-a; AesI judge: proxy-overlap)"
@@ -248,6 +268,23 @@ def test_main_results_table_rows_and_formats(tmp_path):
     assert tex.count(r"\midrule") == 2  # after the header and between reported and measured
     assert r"\begin{tabular}{lllrrrrrrr}" in tex  # text columns left, numbers right
     assert "\\%" in tex
+
+
+def test_main_results_table_shows_controls_with_intervals():
+    results = _results()
+    prior = results[results["model"] == "base"].assign(model="blind-prior")
+    shuffled = results[results["model"] == "finetuned"].assign(model="finetuned:shuffled-images")
+    measured = T.measured_scores(pd.concat([prior, results, shuffled]), "proxy-overlap", intervals=True)
+    table = T.table_main_results(load_reference(), measured, "run-a", "proxy-overlap")
+    assert [(r[0], r[1]) for r in table.rows[6:]] == [
+        ("measured", "base"), ("measured", "finetuned"), ("control", "blind-prior"),
+        ("control", "finetuned:shuffled-images")]
+    ft = table.rows[7]
+    assert ft[3] == "70.00 [60.00, 80.00]" and ft[-1] == "1.000 [0.800, 1.200]"
+    assert "blind answer prior" in table.rows[8][2] and "another item's image" in table.rows[9][2]
+    assert any("value [95% bootstrap confidence interval" in n for n in table.notes)
+    assert any("beats both" in n for n in table.notes)
+    assert table.numeric()[3]   # a value with its interval is still a number column
 
 
 def test_main_results_without_measured():
@@ -338,7 +375,7 @@ def test_build_report_complete(built):
     assert html_text.count("<figure") == sum(1 for s in SPECS.values() if s.kind == "figure") + 1
     assert "not executed in this output folder yet" in html_text  # 01..05 have no copies
     assert '<tr class="measured"><td class="text">measured</td><td class="text">finetuned</td>' in html_text
-    assert '<td class="num">70.00</td>' in html_text
+    assert '<td class="num">70.00 [60.00, 80.00]</td>' in html_text
     anchors = [link[1:] for link in gallery_links(out / "index.html") if link.startswith("#")]
     assert sorted(anchors) == sorted(SPECS)
     assert all(f'id="{a}"' in html_text for a in anchors)

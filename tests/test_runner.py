@@ -52,6 +52,10 @@ def test_runs_chain_and_writes_manifest(chain):
     assert [n["name"] for n in saved["notebooks"]] == ["00_first", "01_second"]
     assert all(n["ok"] and n["seconds"] > 0 for n in saved["notebooks"])
     assert "first.txt" in saved["outputs"] and "notebooks/00_first.ipynb" in saved["outputs"]
+    assert saved["produced_by"]["first.txt"] == "00_first" and saved["produced_by"]["b.txt"] == "01_second"
+    assert saved["status"] == "ok" and saved["notebooks_dir"] == "notebooks"
+    assert saved["git_dirty"] in (True, False, None)
+    assert {n["run_id"] for n in saved["notebooks"]} == {saved["run_id"]}
     assert saved["packages"]["papermill"] != "not installed"
     assert saved["parameters"]["00_first"] == {"seed": 1, "size": 5, "out_dir": "out"}
     # the sources are untouched: executed copies live under the output folder
@@ -91,7 +95,13 @@ def test_failing_cell_stops_the_chain_and_is_shown(chain):
     assert "raise ValueError" in message          # the failing cell's source
     assert not (chain / "out" / "b.txt").exists()  # the next notebook did not run
     saved = json.loads((chain / "out" / "run_manifest.json").read_text())
-    assert saved["notebooks"][-1]["ok"] is False
+    assert saved["status"] == "failed"
+    first, second = saved["notebooks"]
+    assert first["status"] == "failed" and first["error"]["ename"] == "ValueError"
+    assert first["error"]["evalue"] == "the cat knocked the cup over"
+    assert "raise ValueError" in first["error"]["source"] and first["error"]["cell_index"] == 2  # in the executed copy, after the injected parameters
+    assert second == {"name": "01_second", "status": "not run", "ok": False,
+                      "reason": "an earlier notebook failed"}
 
 
 def test_timeout_kills_the_notebook(chain):
@@ -109,8 +119,67 @@ def test_from_and_only_select_notebooks(chain):
     with pytest.raises(RunnerError, match="notebook folder not found"):
         find_notebooks(chain / "missing")
     (chain / "out").mkdir()
-    reproduce(_profile(chain, "{}"), nbs, "out", cwd=chain, only=["01"], timeout=120)
+    manifest = reproduce(_profile(chain, "{}"), nbs, "out", cwd=chain, only=["01"], timeout=120)
     assert (chain / "out" / "b.txt").exists() and not (chain / "out" / "first.txt").exists()
+    assert manifest["status"] == "incomplete"
+    assert manifest["notebooks"][0]["status"] == "not run"
+
+
+def test_rerun_keeps_records_of_notebooks_it_did_not_run(chain):
+    nbs = chain / "notebooks"
+    full = reproduce(_profile(chain, "common: {seed: 1}"), nbs, "out", cwd=chain, timeout=120)
+    _notebook(nbs / "01_second.ipynb", 'out_dir = "outputs"\nseed = 0\nrate = 0.5\nname = "c"',
+              "from pathlib import Path\nPath(out_dir, name + '.txt').write_text(str(rate * 2))")
+    again = reproduce(_profile(chain, "{}"), nbs, "out", cwd=chain, only=["01"], timeout=120)
+    first, second = again["notebooks"]
+    assert first["status"] == "ok" and first["run_id"] == full["run_id"] and first["kept_from_earlier_run"]
+    assert second["status"] == "ok" and second["run_id"] == again["run_id"] != full["run_id"]
+    assert again["status"] == "ok" and again["parameters"]["00_first"]["seed"] == 1
+    # 01's old file was cleared (its previous manifest attributed it to 01); 00's is kept, with its hash
+    assert not (chain / "out" / "b.txt").exists() and (chain / "out" / "c.txt").exists()
+    assert set(again["outputs"]) >= {"first.txt", "c.txt", "notebooks/00_first.ipynb"}
+    assert "b.txt" not in again["outputs"] and again["produced_by"]["first.txt"] == "00_first"
+
+
+def test_a_full_run_shows_and_hashes_nothing_of_an_earlier_one(chain):
+    nbs = chain / "notebooks"
+    out = chain / "out"
+    reproduce(_profile(chain, "{}"), nbs, "out", cwd=chain, timeout=120)
+    # files an earlier run left in stage folders the chain owns, and a file nobody wrote
+    for rel in ("eval/results_old-model.json", "figures/fig_bars_attribute.png", "train/run/checkpoint-400/x",
+                "critiques/critiques.db", "eval/api_cache.db"):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text("from an earlier run")
+    (out / "stray.txt").write_text("not written by any notebook")
+    manifest = reproduce(_profile(chain, "notebooks:\n  '01_second': {name: z}"), nbs, "out", cwd=chain,
+                         timeout=120)
+    assert not (out / "b.txt").exists() and (out / "z.txt").exists()   # the first run's output is gone
+    for rel in ("eval/results_old-model.json", "figures", "train"):
+        assert not (out / rel).exists()
+    # stores of human work and caches of paid requests stay, but are not this run's outputs
+    assert (out / "critiques/critiques.db").exists() and (out / "eval/api_cache.db").exists()
+    assert set(manifest["outputs"]) == {"first.txt", "z.txt", "notebooks/00_first.ipynb",
+                                        "notebooks/01_second.ipynb"}
+    assert manifest["other_files"] == ["critiques/critiques.db", "eval/api_cache.db", "stray.txt"]
+
+
+def test_clear_outputs_follows_ownership(tmp_path):
+    from aes_lib.runner import clear_outputs, owner_of
+
+    assert owner_of("figures/fig_contact_sheet.png") == "00" and owner_of("figures/fig_radar.png") == "05"
+    assert owner_of("eval/results.csv") == "04" and owner_of("stray.txt") is None
+    for rel in ("eval/results.csv", "eval/api_cache.db", "figures/fig_contact_sheet.png",
+                "figures/fig_bars_qtype.png", "tables/t.md", "index.html", "notebooks/05_figures.ipynb"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    assert clear_outputs(tmp_path, "05_figures") == 3   # a notebook clearing itself keeps its executed copy
+    assert clear_outputs(tmp_path, "05_figures", runner_files=True) == 1
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
+        "eval/api_cache.db", "eval/results.csv", "figures/fig_contact_sheet.png"]
+    assert clear_outputs(tmp_path, "04") == 1 and (tmp_path / "eval/api_cache.db").exists()
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.txt"
+    outside.write_text("not ours")
+    assert clear_outputs(tmp_path, "04", {f"../{outside.name}": "04_evaluate"}) == 0 and outside.exists()
 
 
 def test_cli_exit_code_and_message(chain):

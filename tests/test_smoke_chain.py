@@ -14,6 +14,14 @@ from conftest import REPO
 @pytest.mark.slow
 def test_smoke_profile_runs_every_notebook(tmp_path):
     out = tmp_path / "outputs"
+    # what an earlier run (another profile) left: none of it may be shown or hashed by this run
+    stale = {"eval/results.csv": "model,dimension,group_by,group,metric,value,ci_low,ci_high,n\n"
+                                 "old-model,AesP,all,all,accuracy,0.9,0.8,1.0,194\n",
+             "eval/results_old-model.json": "{}", "figures/fig_old.png": "x",
+             "train/run/checkpoint-400/adapter_config.json": "{}", "data/images/old.png": "x"}
+    for rel, text in stale.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text(text)
     proc = subprocess.run([sys.executable, "-m", "aes_lib.cli", "reproduce", "--profile", "smoke",
                            "--out", str(out), "--timeout", "600"],
                           cwd=REPO, capture_output=True, text=True, timeout=1200)
@@ -27,3 +35,11 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
         assert f"notebooks/{stem}.ipynb" in manifest["outputs"]
     assert "data/manifest.json" in manifest["outputs"]
     assert "figures/fig_contact_sheet.png" in manifest["outputs"]
+    assert manifest["status"] == "ok" and manifest["profile"] == "smoke"
+    for rel in stale:
+        assert rel not in manifest["outputs"] or rel == "eval/results.csv"
+    assert not any((out / rel).exists() for rel in stale if rel != "eval/results.csv")
+    assert set(manifest["outputs"]) <= {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    shown = "".join((out / rel).read_text() for rel in ("eval/results.csv", "tables/table_main_results.md",
+                                                        "index.html", "report.json"))
+    assert "old-model" not in shown and "fig_old" not in shown

@@ -3,7 +3,8 @@
 Modules: :mod:`.bench` (the project's benchmark, AesBench's layout, score datasets),
 :mod:`.extract` (option extractor), :mod:`.likelihood` (shared-prefix option-likelihood
 scorer), :mod:`.answer` (local / API answering, grade-word scores), :mod:`.judge` (AesI judges),
-:mod:`.stats` (bootstrap CIs, SRCC, PLCC), :mod:`.score` (result rows), :mod:`.run` (the run).
+:mod:`.stats` (bootstrap CIs, paired bootstrap, SRCC, PLCC), :mod:`.score` (result rows),
+:mod:`.controls` (blind answer prior, shuffled images), :mod:`.run` (the run).
 
 CLI::
 
@@ -21,14 +22,15 @@ import logging
 from aes_lib.evaluate.bench import (build_benchmark, load_aesbench, load_aesbench_key,
                                     load_score_dataset, mcq_prompt, read_benchmark,
                                     write_aesbench_responses)
+from aes_lib.evaluate.controls import evaluate_controls, evaluate_prior, paired_differences
 from aes_lib.evaluate.extract import extract_option
 from aes_lib.evaluate.run import EvalConfig, build_bench, evaluate_model, score_aesbench
-from aes_lib.evaluate.stats import bootstrap_ci, plcc, srcc
+from aes_lib.evaluate.stats import bootstrap_ci, paired_bootstrap, plcc, srcc
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalConfig", "bootstrap_ci", "build_bench", "build_benchmark", "evaluate_model",
-           "extract_option", "load_aesbench", "load_aesbench_key", "load_score_dataset",
+__all__ = ["EvalConfig", "bootstrap_ci", "build_bench", "build_benchmark", "evaluate_controls",
+           "evaluate_model", "evaluate_prior", "extract_option", "paired_bootstrap", "paired_differences", "load_aesbench", "load_aesbench_key", "load_score_dataset",
            "mcq_prompt", "plcc", "read_benchmark", "register_cli", "score_aesbench", "srcc",
            "write_aesbench_responses"]
 

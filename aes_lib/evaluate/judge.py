@@ -1,8 +1,9 @@
 """AesI judges: 0-2 scores for relevance, precision and completeness, and their mean (overall).
 
-* :class:`ProxyOverlapJudge` (name ``proxy-overlap``): the offline default. Word overlap with
-  the reference critique, NOT a language-model judgement; its numbers are labelled with its
-  name everywhere and are never presented as a GPT judge's.
+* :class:`ProxyOverlapJudge` (name ``proxy-overlap``): the offline default. Content-word overlap
+  with the reference critique, NOT a language-model judgement; its numbers are labelled with its
+  name everywhere and are never presented as a GPT judge's. Short, question-repeating and
+  copy-paste answers are scored down (see the class), so they rank below a real critique.
 * :class:`ApiJudge` (name ``api:<model>``): an OpenAI-compatible model with the versioned rubric
   ``aes_lib/prompts/judge_rubric_v1.txt``, replying with JSON that is validated (re-asked when
   malformed) through :mod:`aes_lib.client`.
@@ -38,27 +39,68 @@ def _overall(scores: dict[str, float]) -> dict[str, float]:
 
 
 class ProxyOverlapJudge:
-    """Offline proxy: relevance = share of answer words on topic (in the reference or the
-    aesthetics lexicon), precision = share of answer words found in the reference, completeness
-    = share of reference words found in the answer; each scaled to 0-2."""
+    """Offline proxy over content words (stop words and the question's own words removed):
+    relevance = share of answer words on topic (in the reference or the aesthetics lexicon),
+    precision = share of answer words found in the reference, completeness = share of reference
+    words found in the answer; each scaled to 0-2.
+
+    It cannot be won by saying little or saying the same thing everywhere: relevance and
+    precision are multiplied by a brevity factor (the square root of answer words /
+    ``min(reference words, FULL_LENGTH)``, at most 1), so one on-topic word is not a perfect
+    answer; the question's words do not count, so repeating the question scores 0; and an answer whose content words are
+    given to ``k`` of the ``n`` judged items has every score multiplied by ``1 - (k - 1) / n``
+    (the same sentence to every image keeps ``1 / n`` of its score)."""
 
     name = "proxy-overlap"
+    #: answer content words needed for the full relevance and precision (fewer when the
+    #: reference itself is shorter)
+    FULL_LENGTH = 12
 
     def __init__(self):
         lex = prompt_file(LEXICON)
         self.lexicon = content_words(" ".join(l for l in lex.splitlines() if not l.startswith("#")))
 
-    def score_one(self, answer: str, reference: str) -> dict[str, float]:
-        a, r = content_words(answer), content_words(reference)
+    def score_one(self, answer: str, reference: str, question: str = "") -> dict[str, float]:
+        a = content_words(answer) - content_words(question)
+        r = content_words(reference)
         if not a or not r:
             return _overall({c: 0.0 for c in CRITERIA})
         hit = a & r
-        return _overall({"relevance": round(2 * len(a & (r | self.lexicon)) / len(a), 4),
-                         "precision": round(2 * len(hit) / len(a), 4),
+        brevity = min(1.0, (len(a) / min(len(r), self.FULL_LENGTH)) ** 0.5)
+        return _overall({"relevance": round(2 * brevity * len(a & (r | self.lexicon)) / len(a), 4),
+                         "precision": round(2 * brevity * len(hit) / len(a), 4),
                          "completeness": round(2 * len(hit) / len(r), 4)})
 
     def score(self, items: Sequence[Any], answers: Sequence[str], progress: bool = False) -> list[dict[str, float]]:
-        return [self.score_one(ans, it.reference) for it, ans in zip(items, answers)]
+        keys = [frozenset(content_words(a) - content_words(getattr(it, "question", "")))
+                for it, a in zip(items, answers)]
+        given = {k: keys.count(k) for k in set(keys)}
+        out = []
+        for it, ans, key in zip(items, answers, keys):
+            scores = self.score_one(ans, it.reference, getattr(it, "question", ""))
+            share = 1.0 - (given[key] - 1) / len(keys)
+            out.append(_overall({c: round(scores[c] * share, 4) for c in CRITERIA}))
+        return out
+
+
+def repeated_answers(preds: Sequence[dict[str, Any]], min_share: float = 0.5,
+                     min_count: int = 3) -> list[dict[str, Any]]:
+    """Free-text (AesI) answers given word for word to many different items: the same text for
+    at least ``min_share`` of a dimension's items (and ``min_count`` of them). A model that says
+    one sentence to every image is not interpreting images, whatever a judge scores it."""
+    flags = []
+    by_dim: dict[str, list[str]] = {}
+    for p in preds:
+        if p.get("dimension") == "AesI":
+            by_dim.setdefault("AesI", []).append(" ".join(str(p.get("response", "")).lower().split()))
+    for dim, texts in by_dim.items():
+        counts: dict[str, int] = {}
+        for t in texts:
+            counts[t] = counts.get(t, 0) + 1
+        for text, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            if n >= min_count and n >= min_share * len(texts):
+                flags.append({"dimension": dim, "response": text, "count": n, "of": len(texts)})
+    return flags
 
 
 def parse_judgement(text: str) -> dict[str, float]:

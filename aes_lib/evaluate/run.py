@@ -9,9 +9,11 @@ official response files.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,9 @@ class EvalConfig(Config):
     dimensions: list = field(default_factory=lambda: ["AesP", "AesE", "AesA", "AesI"], metadata={
         "help": "benchmark dimensions to evaluate (AesP, AesE, AesA, AesI)"})
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95% CIs"})
+    shuffle_images: bool = field(default=False, metadata={
+        "help": "control: answer every item with another item's image (seeded permutation across "
+                "source photos); records keep the item's own image and name the one shown"})
     seed: int = field(default=0, metadata={"help": "seed of the benchmark's option order and the bootstrap"})
     progress: bool = field(default=True, metadata={"help": "tqdm progress bars"})
 
@@ -244,15 +249,20 @@ def evaluate_model(cfg: EvalConfig, name: str, model_path: str | Path | None = N
     ``api_model`` (an OpenAI-compatible vision model) or ``loaded`` (``(model, processor)``).
     """
     from aes_lib.evaluate.answer import answer_api, answer_local, predict_scores
-    from aes_lib.evaluate.judge import make_judge
-    from aes_lib.io import write_json
-    from aes_lib.schema import write_jsonl
 
     cfg.check()   # a config built directly (not through from_dict) is validated too
     if sum(x is not None for x in (model_path, api_model, loaded)) != 1:
         raise ValueError("evaluate_model: give exactly one of model_path, api_model, loaded")
     fname = safe_name(name)
     fmt, items, root = load_items(cfg)
+    if cfg.shuffle_images:
+        if fmt == "scores":
+            raise ValueError("shuffle_images: a control for benchmarks with questions, not score datasets")
+        own_image = {it.id: it.image for it in items}
+        from aes_lib.evaluate.controls import image_permutation, source_photo_groups
+
+        shown = image_permutation(items, cfg.seed, source_photo_groups(cfg.out_dir))
+        items = [dataclasses.replace(it, image=shown[it.image]) for it in items]
     t0 = time.perf_counter()
     model = processor = None
     if model_path is not None and str(model_path) == "tiny":
@@ -298,14 +308,15 @@ def evaluate_model(cfg: EvalConfig, name: str, model_path: str | Path | None = N
         if api_model is not None:
             t_mcq = t_answer  # API requests run together; the rate covers both kinds
         n_mcq = sum(p["dimension"] != "AesI" for p in preds)
+        label_predictions(items, preds)
+        if cfg.shuffle_images:
+            for p in preds:
+                p["shown_image"], p["image"] = p["image"], own_image[p["id"]]
+            summary.update(control="shuffled-images", control_note=(
+                "the same model answering each item with another item's image"))
         mark(preds)
         open_preds = [p for p in preds if p["dimension"] == "AesI"]
-        by_id = {it.id: it for it in items}
-        judge = make_judge(cfg.judge, cfg.client_cfg(cfg.judge_model) if cfg.judge == "api" else None)
-        with_ref = [p for p in open_preds if by_id[p["id"]].reference]
-        for p, s in zip(with_ref, judge.score([by_id[p["id"]] for p in with_ref],
-                                              [p["response"] for p in with_ref], cfg.progress)):
-            p["judge"], p["judge_name"] = s, judge.name
+        judge = judge_open_answers(cfg, items, preds)
         rows = summarise(preds, name, judge.name, cfg.seed, cfg.n_boot)
         summary.update(method=preds[0]["method"] if preds else cfg.method, judge=judge.name,
                        judge_note=("word overlap with the reference critique; an offline proxy, "
@@ -317,15 +328,71 @@ def evaluate_model(cfg: EvalConfig, name: str, model_path: str | Path | None = N
                        mcq_questions_per_second=round(n_mcq / t_mcq, 3) if t_mcq and n_mcq else None)
         if fmt == "aesbench":
             summary["short_replies"] = short_reply_counts(preds, tries)
-            B.write_official_responses(cfg.eval_dir / f"responses_{fname}", items,
-                                       {p["id"]: p["response"] for p in preds})
+            if not cfg.shuffle_images:   # a control's replies are no AesBench submission
+                B.write_official_responses(cfg.eval_dir / f"responses_{fname}", items,
+                                           {p["id"]: p["response"] for p in preds})
     summary["rows"] = rows
+    return _save(cfg, name, preds, summary)
+
+
+def label_predictions(items, preds: list[dict[str, Any]]) -> None:
+    """Carry each item's ``annotator_kind`` (the critiques its answer or reference came from,
+    e.g. ``simulated``) onto its prediction record, so results say where their truth came from."""
+    kind = {it.id: it.annotator_kind for it in items}
+    for p in preds:
+        p["annotator_kind"] = kind.get(p["id"], "")
+
+
+def judge_open_answers(cfg: EvalConfig, items, preds: list[dict[str, Any]]):
+    """Judge the AesI answers that have a reference (sets ``judge`` and ``judge_name`` on each
+    prediction); returns the judge."""
+    from aes_lib.evaluate.judge import make_judge
+
+    by_id = {it.id: it for it in items}
+    judge = make_judge(cfg.judge, cfg.client_cfg(cfg.judge_model) if cfg.judge == "api" else None)
+    with_ref = [p for p in preds if p["dimension"] == "AesI" and by_id[p["id"]].reference]
+    for p, s in zip(with_ref, judge.score([by_id[p["id"]] for p in with_ref],
+                                          [p["response"] for p in with_ref], cfg.progress)):
+        p["judge"], p["judge_name"] = s, judge.name
+    return judge
+
+
+def _save(cfg: EvalConfig, name: str, preds: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
+    """Write predictions, results JSON and the model's rows in results.csv; flag repeated answers."""
+    from aes_lib.evaluate.judge import repeated_answers
+    from aes_lib.evaluate.controls import per_item
+    from aes_lib.io import write_json
+    from aes_lib.schema import write_jsonl
+
+    fname = safe_name(name)
+    questions = [p for p in preds if "dimension" in p]   # score-dataset rows have no questions
+    summary["annotator_kinds"] = dict(Counter(p.get("annotator_kind") or "none (recorded ground truth)"
+                                              for p in questions))
+    summary["repeated_answers"] = repeated_answers(questions)
+    for flag in summary["repeated_answers"]:
+        log.warning("%s: the same %s answer for %d of %d items: %r", name, flag["dimension"],
+                    flag["count"], flag["of"], flag["response"][:80])
+    cfg.eval_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(cfg.eval_dir / f"predictions_{fname}.jsonl", preds)
     write_json(cfg.eval_dir / f"results_{fname}.json", summary)
-    merge_results_csv(cfg.eval_dir / "results.csv", rows)
+    merge_results_csv(cfg.eval_dir / "results.csv", summary["rows"])
     log.info("%s: %s", name, ", ".join(f"{r['dimension']} {r['metric']} {r['value']:.3f}"
-                                       for r in rows if r["group_by"] == "all"))
-    return summary
+                                       for r in summary["rows"] if r["group_by"] == "all"))
+    return {**summary, "per_item": per_item(questions)}
+
+
+def finish_run(cfg: EvalConfig, name: str, items, preds: list[dict[str, Any]],
+               summary: dict[str, Any]) -> dict[str, Any]:
+    """Mark, judge, score and save predictions made without a model (e.g. the blind prior)."""
+    label_predictions(items, preds)
+    mark(preds)
+    judge = judge_open_answers(cfg, items, preds)
+    rows = summarise(preds, name, judge.name, cfg.seed, cfg.n_boot)
+    summary.update(judge=judge.name, n_items=len(preds), unparsed=unparsed(preds), rows=rows,
+                   n_mcq=sum(p["dimension"] != "AesI" for p in preds),
+                   n_open=sum(p["dimension"] == "AesI" for p in preds))
+    cfg.save(cfg.eval_dir / f"config_{safe_name(name)}.json")
+    return _save(cfg, name, preds, summary)
 
 
 def short_reply_counts(preds: list[dict[str, Any]], tries: int) -> dict[str, Any]:

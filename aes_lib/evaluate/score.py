@@ -13,18 +13,25 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from aes_lib.evaluate.stats import (bootstrap_ci, bootstrap_pairs_ci, fit_logistic4, logistic4,
-                                    pearson, srcc)
+                                    paired_bootstrap, pearson, srcc)
 
-COLUMNS = ("model", "dimension", "group_by", "group", "metric", "value", "ci_low", "ci_high", "n")
+COLUMNS = ("model", "dimension", "group_by", "group", "metric", "value", "ci_low", "ci_high", "n",
+           "annotator_kind")
 GROUP_BYS = ("all", "attribute", "qtype", "source")
 MCQ_DIMENSIONS = ("AesP", "AesE", "AesA")
 
 
-def _row(model, dim, group_by, group, metric, values, seed, n_boot) -> dict[str, Any]:
+def _row(model, dim, group_by, group, metric, values, seed, n_boot, kinds: str = "") -> dict[str, Any]:
     lo, hi = bootstrap_ci(values, n_boot=n_boot, seed=seed)
     return {"model": model, "dimension": dim, "group_by": group_by, "group": group, "metric": metric,
             "value": round(sum(values) / len(values), 6), "ci_low": round(lo, 6),
-            "ci_high": round(hi, 6), "n": len(values)}
+            "ci_high": round(hi, 6), "n": len(values), "annotator_kind": kinds}
+
+
+def annotator_kinds(preds: Sequence[dict[str, Any]]) -> str:
+    """The kinds of critiques (``simulated``, ``human``, ...) behind the answers or references of
+    ``preds``, joined with ``+``; ``""`` when none came from critiques (recorded ground truth)."""
+    return "+".join(sorted({p.get("annotator_kind") or "" for p in preds} - {""}))
 
 
 def mark(preds: list[dict[str, Any]], key: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -47,23 +54,28 @@ def summarise(preds: Sequence[dict[str, Any]], model: str, judge_name: str = "",
         scored = [p for p in preds if p["dimension"] == dim and p.get("correct") is not None]
         for gb in GROUP_BYS:
             groups: dict[str, list[float]] = {}
+            members: dict[str, list[dict[str, Any]]] = {}
             for p in scored:
                 g = "all" if gb == "all" else p.get(gb) or ""
                 if g:
                     groups.setdefault(g, []).append(1.0 if p["correct"] else 0.0)
+                    members.setdefault(g, []).append(p)
             for g in sorted(groups):
-                rows.append(_row(model, dim, gb, g, "accuracy", groups[g], seed, n_boot))
+                rows.append(_row(model, dim, gb, g, "accuracy", groups[g], seed, n_boot,
+                                 annotator_kinds(members[g])))
     judged = [p for p in preds if p["dimension"] == "AesI" and p.get("judge")]
     for gb in ("all", "source"):
         groups: dict[str, list[dict[str, float]]] = {}
+        members = {}
         for p in judged:
             g = "all" if gb == "all" else p.get(gb) or ""
             if g:
                 groups.setdefault(g, []).append(p["judge"])
+                members.setdefault(g, []).append(p)
         for g in sorted(groups):
             for metric in ("relevance", "precision", "completeness", "overall"):
                 rows.append(_row(model, "AesI", gb, g, f"{metric}[{judge_name}]",
-                                 [s[metric] for s in groups[g]], seed, n_boot))
+                                 [s[metric] for s in groups[g]], seed, n_boot, annotator_kinds(members[g])))
     return rows
 
 
@@ -128,7 +140,7 @@ def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     w.writeheader()
-    w.writerows({c: r[c] for c in COLUMNS} for r in rows)
+    w.writerows({c: r.get(c) or ("" if c == "annotator_kind" else r[c]) for c in COLUMNS} for r in rows)
     return buf.getvalue()
 
 
@@ -151,10 +163,6 @@ def paired_difference(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], 
     ca = {p["id"]: p["correct"] for p in a if p["dimension"] == dimension and p.get("correct") is not None}
     cb = {p["id"]: p["correct"] for p in b if p["dimension"] == dimension and p.get("correct") is not None}
     ids = sorted(set(ca) & set(cb))
-    diffs = [float(cb[i]) - float(ca[i]) for i in ids]
-    if not diffs:
-        return {"dimension": dimension, "difference": float("nan"), "ci_low": float("nan"),
-                "ci_high": float("nan"), "n": 0}
-    lo, hi = bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
-    return {"dimension": dimension, "difference": round(sum(diffs) / len(diffs), 6),
-            "ci_low": round(lo, 6), "ci_high": round(hi, 6), "n": len(diffs)}
+    diff, lo, hi = paired_bootstrap([float(cb[i]) for i in ids], [float(ca[i]) for i in ids],
+                                    n_boot=n_boot, seed=seed)
+    return {"dimension": dimension, "difference": diff, "ci_low": lo, "ci_high": hi, "n": len(ids)}

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "logistic4", "fit_logistic4", "srcc", "plcc"]
+__all__ = ["bootstrap_ci", "paired_bootstrap", "logistic4", "fit_logistic4", "srcc", "plcc"]
 
 
 def bootstrap_ci(values: Sequence[float], stat: Callable[[np.ndarray], float] = np.mean,
@@ -32,6 +32,21 @@ def bootstrap_ci(values: Sequence[float], stat: Callable[[np.ndarray], float] = 
         stats = np.array([stat(x[i]) for i in idx])
     alpha = (1.0 - level) / 2.0
     return float(np.quantile(stats, alpha)), float(np.quantile(stats, 1.0 - alpha))
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> tuple[float, float, float]:
+    """``(mean(a - b), low, high)``: the difference of two per-item scores on the same items,
+    with a percentile bootstrap interval that resamples *items*, each keeping both scores, so
+    the correlation between the two (same questions, same images) narrows the interval as it
+    should. ``(nan, nan, nan)`` for no items."""
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    if x.shape != y.shape:
+        raise ValueError(f"paired_bootstrap: {x.size} and {y.size} scores; pairs need equal lengths")
+    if x.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    lo, hi = bootstrap_ci(x - y, n_boot=n_boot, seed=seed, level=level)
+    return round(float(np.mean(x - y)), 6), round(lo, 6), round(hi, 6)
 
 
 def bootstrap_pairs_ci(a: Sequence[float], b: Sequence[float], stat: Callable[[np.ndarray, np.ndarray], float],

@@ -120,6 +120,21 @@ def unparsed_table(out_dir: str | Path, model: str):
     return pd.DataFrame(res.get("unparsed", []), columns=["id", "response"])
 
 
+def repeated_answers_table(out_dir: str | Path):
+    """Per model: AesI answers given word for word to many items (``results_<model>.json``'s
+    ``repeated_answers``). A model on this list is not interpreting images, whatever its score."""
+    import pandas as pd
+
+    rows = []
+    for path in sorted((Path(out_dir) / "eval").glob("results_*.json")):
+        res = json.loads(path.read_text(encoding="utf-8"))
+        for flag in res.get("repeated_answers", []):
+            rows.append({"model": res.get("model", path.stem[8:]), "dimension": flag["dimension"],
+                         "same answer to": f'{flag["count"]} of {flag["of"]} items',
+                         "answer": flag["response"][:100]})
+    return pd.DataFrame(rows, columns=["model", "dimension", "same answer to", "answer"])
+
+
 def chance_levels(items: Sequence[BenchItem]):
     """Per multiple-choice dimension: accuracy of a uniform random guess and of always answering A."""
     import pandas as pd

@@ -207,13 +207,14 @@ def dedupe(instructions: list[Instruction]) -> tuple[list[Instruction], list[dic
 
 def to_llava(ins: Instruction) -> dict[str, Any]:
     return {"id": ins.id, "image": ins.image, "conversations": ins.conversations,
-            "type": ins.type, "qtype": ins.qtype}
+            "type": ins.type, "qtype": ins.qtype, "annotator_kind": ins.annotator_kind}
 
 
 def to_messages(ins: Instruction) -> dict[str, Any]:
     """The ``messages`` + ``images`` layout (LLaMA-Factory sharegpt/OpenAI style, TRL)."""
     roles = {"human": "user", "gpt": "assistant"}
-    return {"id": ins.id, "type": ins.type, "qtype": ins.qtype, "images": [ins.image],
+    return {"id": ins.id, "type": ins.type, "qtype": ins.qtype, "annotator_kind": ins.annotator_kind,
+            "images": [ins.image],
             "messages": [{"role": roles[t["from"]], "content": t["value"]} for t in ins.conversations]}
 
 

@@ -82,7 +82,9 @@ SPECS: dict[str, Spec] = {
     "fig_loss_curve": Spec("figure", ("loss",), lambda r: F.fig_loss_curve(r.inputs.loss,
                                                                             r.cfg.loss_smoothing)),
     "fig_radar_aesbench": Spec("figure", (), lambda r: F.fig_radar_aesbench(
-        reported_scores(r.ref), r.measured(), BENCH_COLUMNS, r.reported_label)),
+        reported_scores(r.ref), r.measured(), BENCH_COLUMNS, r.reported_label, judge=r.judge,
+        kinds="+".join(sorted(set("+".join(T.model_kinds(r.inputs.results).values()).split("+")) - {""}))
+        if r.inputs.results is not None else "")),
     "fig_bars_attribute": Spec("figure", ("results",), lambda r: F.fig_bars(r.inputs.results,
                                                                             "attribute", r.judge)),
     "fig_bars_qtype": Spec("figure", ("results",), lambda r: F.fig_bars(r.inputs.results, "qtype",
@@ -90,7 +92,8 @@ SPECS: dict[str, Spec] = {
     "fig_bars_source": Spec("figure", ("results",), lambda r: F.fig_bars(r.inputs.results, "source",
                                                                          r.judge)),
     "table_main_results": Spec("table", (), lambda r: T.table_main_results(
-        r.ref, r.measured(), r.run_label, r.judge)),
+        r.ref, r.measured(intervals=True), r.run_label, r.judge, T.model_kinds(r.inputs.results)
+        if r.inputs.results is not None else None, r.repeated_answers())),
     "table_dataset_stats": Spec("table", (), lambda r: T.table_dataset_stats(
         r.ref, r.inputs.manifest, r.inputs.critique_stats, r.inputs.instruction_stats)),
 }
@@ -146,8 +149,23 @@ class Report:
                              f"(AesI judges there: {', '.join(available) or 'none'})")
         return self.cfg.judge or (available[0] if available else "")
 
-    def measured(self) -> dict[str, dict[str, float]]:
-        return {} if self.inputs.results is None else T.measured_scores(self.inputs.results, self.judge)
+    def measured(self, intervals: bool = False) -> dict[str, dict[str, Any]]:
+        return {} if self.inputs.results is None else T.measured_scores(self.inputs.results, self.judge,
+                                                                          intervals)
+
+    def repeated_answers(self) -> dict[str, list[dict[str, Any]]]:
+        """``{model: flags}`` from ``eval/results_<model>.json`` (answers identical across items)."""
+        import json
+
+        out = {}
+        for path in sorted((self.out_dir / "eval").glob("results_*.json")):
+            try:
+                res = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError as e:
+                raise ValueError(f"{path}: not JSON ({e})") from None
+            if res.get("repeated_answers"):
+                out[str(res.get("model", path.stem[8:]))] = res["repeated_answers"]
+        return out
 
     def caption(self, name: str) -> str:
         spec = SPECS[name]

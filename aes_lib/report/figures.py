@@ -45,6 +45,16 @@ def _who(annotator_kind: str) -> str:
     return f"{kind} annotators, {MEASURED}"
 
 
+def series_color(i: int) -> str:
+    """The i-th measured series' colour: the style's measured colours, then further distinct ones
+    (models and their controls can be more than four series; none may share a colour)."""
+    from aes_lib.style import MEASURED_COLORS
+
+    extra = ("#ff7f0e", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#7f7f7f", "#000000")
+    palette = tuple(MEASURED_COLORS) + tuple(c for c in extra if c not in MEASURED_COLORS)
+    return palette[i % len(palette)]
+
+
 def save_figure(fig, folder: str | Path, name: str) -> list[Path]:
     """Write ``<folder>/<name>.pdf`` and ``.png`` with deterministic bytes; return the paths."""
     from aes_lib.style import save_figure as _save
@@ -328,12 +338,15 @@ def fig_loss_curve(loss, smoothing: float = 0.9):
 def fig_radar_aesbench(reported: Mapping[str, Mapping[str, float]],
                        measured: Mapping[str, Mapping[str, float]],
                        columns: Mapping[str, tuple[str, float]], reported_label: str,
-                       measured_label: str = MEASURED):
-    """Radar over the benchmark's dimensions: reported models thin/dashed/grey-toned, this
-    run's models thick/solid/coloured with markers, in separate legends.
+                       measured_label: str = MEASURED, judge: str = "", kinds: str = ""):
+    """Two radars, never one: the left is AesBench's reported models (the paper's kind of
+    figure), the right this run's models on this project's benchmark, with its own radial
+    scale. Measured numbers come from other images, questions and judge, so drawing them
+    inside the reported radar would place them "above" or "below" GPT-4V by construction.
 
-    ``columns`` maps a key to ``(axis label, full scale)``; every axis is drawn as a share of
-    its full scale (accuracy out of 100 %, AesI out of 2).
+    ``columns`` maps a key to ``(axis label, full scale)``; axes are shares of the full scale
+    (accuracy out of 100 %, AesI out of 2). A missing value is a gap in the line, never a zero.
+    ``kinds``: the critique kinds behind the measured numbers (e.g. ``simulated``), named under it.
     """
     import numpy as np
 
@@ -341,39 +354,54 @@ def fig_radar_aesbench(reported: Mapping[str, Mapping[str, float]],
 
     keys = list(columns)
     angles = np.linspace(0, 2 * np.pi, len(keys), endpoint=False).tolist()
-    fig, axes = _figure(7.5, 6.2, subplot_kw={"projection": "polar"})
-    ax = axes[0, 0]
+    panels = 2 if measured else 1
+    fig, axes = _figure(6.0 * panels + 1.5, 6.2, 1, panels, subplot_kw={"projection": "polar"})
 
     def ring(scores):
-        vals = [scores.get(k, float("nan")) / columns[k][1] for k in keys]
+        vals = [float(scores[k]) / columns[k][1] if scores.get(k) is not None else float("nan")
+                for k in keys]
         return angles + angles[:1], vals + vals[:1]
 
+    def axis_style(ax, top: float, title: str) -> None:
+        ax.set_xticks(angles, [f"{columns[k][0]}\n(of {columns[k][1]:g}{' %' if columns[k][1] == 100 else ''})"
+                               for k in keys], fontsize=8)
+        ticks = [top * f for f in (0.25, 0.5, 0.75, 1.0)]
+        ax.set_ylim(0, top)
+        ax.set_yticks(ticks, [f"{t:.0%}" for t in ticks], fontsize=6, color="#777777")
+        ax.set_rlabel_position(90 / len(keys))
+        ax.spines["polar"].set_visible(False)
+        ax.set_title(title, pad=24)
+
+    ax = axes[0, 0]
     rep_handles, meas_handles = [], []
     for i, (model, scores) in enumerate(reported.items()):
         x, y = ring(scores)
         (h,) = ax.plot(x, y, color=REPORTED_COLORS[i % len(REPORTED_COLORS)], label=model,
                        **REPORTED_STYLE)
         rep_handles.append(h)
-    for i, (model, scores) in enumerate(measured.items()):
-        x, y = ring(scores)
-        color = MEASURED_COLORS[i % len(MEASURED_COLORS)]
-        (h,) = ax.plot(x, y, color=color, label=model, **MEASURED_STYLE)
-        ax.fill(x, np.nan_to_num(y), color=color, alpha=0.08)
-        meas_handles.append(h)
-    ax.set_xticks(angles, [f"{columns[k][0]}\n(of {columns[k][1]:g}{' %' if columns[k][1] == 100 else ''})"
-                           for k in keys], fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_yticks([0.25, 0.5, 0.75, 1.0], ["25%", "50%", "75%", "100%"], fontsize=6, color="#777777")
-    ax.set_rlabel_position(90 / len(keys))
-    ax.spines["polar"].set_visible(False)
-    fig.legend(handles=rep_handles, title=_cap(reported_label) + "\n(thin, dashed)",
-               loc="outside center right", fontsize=7, title_fontsize=8, frameon=False)
-    if meas_handles:
-        fig.legend(handles=meas_handles, title=_cap(measured_label) + "\n(thick, solid)",
-                   loc="outside right upper", fontsize=7, title_fontsize=8, frameon=False)
-    ax.set_title("Benchmark dimensions, as a share of each full scale", pad=24)
-    _provenance(fig, "Our benchmark is not AesBench (different images, questions and judge):\n"
-                     "measured and reported numbers are not directly comparable.")
+    axis_style(ax, 1.0, f"{_cap(reported_label)} (AesBench's images and GPT judge)")
+    ax.legend(handles=rep_handles, title=_cap(reported_label) + "\n(thin, dashed)", fontsize=7,
+              title_fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    if measured:
+        ax = axes[0, 1]
+        shares = [v for scores in measured.values() for v in ring(scores)[1] if not math.isnan(v)]
+        top = min(1.0, max(0.25, math.ceil(max(shares, default=1.0) * 4 + 1e-9) / 4))
+        for i, (model, scores) in enumerate(measured.items()):
+            x, y = ring(scores)
+            color = series_color(i)
+            (h,) = ax.plot(x, y, color=color, label=model, **MEASURED_STYLE)
+            if not any(math.isnan(v) for v in y):   # a fill would draw a missing value as zero
+                ax.fill(x, y, color=color, alpha=0.08)
+            meas_handles.append(h)
+        judged = f", AesI judged by {judge}" if judge else ""
+        axis_style(ax, top, f"{_cap(measured_label)} (this project's benchmark{judged})")
+        ax.legend(handles=meas_handles, title=_cap(measured_label) + "\n(thick, solid)", fontsize=7,
+                  title_fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle("Benchmark dimensions, as a share of each full scale")
+    _provenance(fig, "Left and right are different benchmarks (images, questions, judge) with "
+                     "their own radial scales: they are not directly comparable. A gap in a line "
+                     "is a value not measured." + (f"\nRight: some answers and AesI references come "
+                                                   f"from {kinds} critiques." if kinds else ""))
     return fig
 
 
@@ -407,7 +435,7 @@ def fig_bars(results, group_by: str, judge: str = ""):
             hi = np.array([m["ci_high"].get(g, np.nan) for g in groups], dtype=float) * scale
             err = np.nan_to_num(np.vstack([vals - lo, hi - vals]).clip(min=0))
             x = np.arange(len(groups)) + (i - (len(models) - 1) / 2) * width
-            ax.bar(x, vals, width, yerr=err, capsize=2, color=MEASURED_COLORS[i % len(MEASURED_COLORS)],
+            ax.bar(x, vals, width, yerr=err, capsize=2, color=series_color(i),
                    label=model, error_kw={"lw": 0.8})
         labels = [ATTRIBUTE_LABELS.get(g, g) for g in groups]
         tilt = len(groups) > 4 or max((len(t) for t in labels), default=0) > 8
@@ -423,6 +451,9 @@ def fig_bars(results, group_by: str, judge: str = ""):
         axes[0, -1].legend(title="model", fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     what = {"qtype": "question form", "source": "image source"}.get(group_by, group_by)
     fig.suptitle(f"Results per {what} and model (error bars: confidence interval)")
+    kinds = sorted({k for v in (sub["annotator_kind"] if "annotator_kind" in sub.columns else [])
+                    if isinstance(v, str) and v for k in v.split("+")})
     _provenance(fig, f"All numbers {MEASURED} on this project's benchmark (eval/results.csv), "
-                     "not AesBench.")
+                     "not AesBench." + (f" Some answers and AesI references come from {' and '.join(kinds)} "
+                                        "critiques." if kinds else ""))
     return fig

@@ -77,6 +77,13 @@ def source_label(ref: dict[str, Any], key: str) -> str:
     return ref["sources"][key]["label"]
 
 
+def source_detail(ref: dict[str, Any], key: str) -> str:
+    """``"reported by AesBench (AesBench README leaderboard, rev. 9367974, 2024-07-18)"``: the
+    label and exactly where the numbers come from (``short``, else the citation's last part)."""
+    src = ref["sources"][key]
+    return f"{src['label']} ({src.get('short') or src['citation'].split(',')[-1].strip()})"
+
+
 def reported_scores(ref: dict[str, Any]) -> dict[str, dict[str, float]]:
     """``{model: {column: value}}`` of the benchmark leaderboard, in file order."""
     return {m: dict(v) for m, v in ref["benchmark"]["models"].items()}

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from aes_lib.io import atomic_write_text
-from aes_lib.report.reference import BENCH_COLUMNS, reported_scores, source_label
+from aes_lib.report.reference import BENCH_COLUMNS, reported_scores, source_detail, source_label
 from aes_lib.schema import INSTRUCTION_TYPES
 
 TABLE_FORMATS = ("csv", "md", "tex")
@@ -73,6 +73,7 @@ class Table:
 def _is_number(cell: str) -> bool:
     if cell == NA:
         return True
+    cell = str(cell).split(" [", 1)[0]   # "70.00 [60.00, 80.00]": a value with its interval
     try:
         float(str(cell).replace(",", ""))
     except ValueError:
@@ -106,20 +107,47 @@ def _digits(key: str) -> int:
     return 2 if BENCH_COLUMNS[key][1] == 100 else 3
 
 
-def measured_scores(results, judge: str = "") -> dict[str, dict[str, float]]:
+def measured_scores(results, judge: str = "", intervals: bool = False) -> dict[str, dict[str, Any]]:
     """``{model: {column: value}}`` from ``eval/results.csv`` rows with ``group_by == "all"``,
     on the reference file's scales (accuracy in %, AesI 0-2 from ``judge``). Models with no
-    benchmark row (e.g. only score-correlation rows) are left out."""
+    benchmark row (e.g. only score-correlation rows) are left out. With ``intervals``, each
+    value is ``(value, ci_low, ci_high)`` instead."""
     from aes_lib.report.loaders import split_metric
 
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for row in results[results["group_by"] == "all"].itertuples(index=False):
         base, row_judge = split_metric(row.metric)
         if base == "accuracy" and row.dimension in ("AesP", "AesE", "AesA"):
-            out.setdefault(row.model, {})[row.dimension] = float(row.value) * 100.0
+            key, scale = row.dimension, 100.0
         elif row.dimension == "AesI" and row_judge == judge and f"AesI_{base}" in BENCH_COLUMNS:
-            out.setdefault(row.model, {})[f"AesI_{base}"] = float(row.value)
+            key, scale = f"AesI_{base}", 1.0
+        else:
+            continue
+        value = float(row.value) * scale
+        out.setdefault(row.model, {})[key] = ((value, float(row.ci_low) * scale, float(row.ci_high) * scale)
+                                              if intervals else value)
     return out
+
+
+def model_kinds(results) -> dict[str, str]:
+    """``{model: "simulated"}``: the critique kinds behind each model's results (the
+    ``annotator_kind`` column of ``eval/results.csv``; ``""`` where none or no such column)."""
+    if "annotator_kind" not in results.columns:
+        return {}
+    out: dict[str, set[str]] = {}
+    for model, kinds in zip(results["model"], results["annotator_kind"]):
+        if isinstance(kinds, str) and kinds:
+            out.setdefault(model, set()).update(kinds.split("+"))
+    return {m: "+".join(sorted(k)) for m, k in out.items()}
+
+
+def _with_ci(cell: Any, digits: int) -> str:
+    if not isinstance(cell, tuple):
+        return _fmt(cell, digits)
+    value, lo, hi = cell
+    if math.isnan(lo) or math.isnan(hi):
+        return _fmt(value, digits)
+    return f"{_fmt(value, digits)} [{_fmt(lo, digits)}, {_fmt(hi, digits)}]"
 
 
 def judges(results) -> list[str]:
@@ -130,26 +158,49 @@ def judges(results) -> list[str]:
                    if d == "AesI"} - {""})
 
 
-def table_main_results(ref: Mapping[str, Any], measured: Mapping[str, Mapping[str, float]] | None,
-                       run_label: str = "", judge: str = "") -> Table:
-    """Reported rows (with their source) above measured rows (with their run)."""
+def table_main_results(ref: Mapping[str, Any], measured: Mapping[str, Mapping[str, Any]] | None,
+                       run_label: str = "", judge: str = "", kinds: Mapping[str, str] | None = None,
+                       repeated: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> Table:
+    """Reported rows (with their source) above measured rows (with their run), then the
+    controls (blind answer prior, shuffled images). Measured values may be ``(value, low,
+    high)`` tuples (:func:`measured_scores` with ``intervals``): they print as ``v [low, high]``."""
+    from aes_lib.evaluate.controls import CONTROL_NOTES, control_kind
+
     columns = ["kind", "model", "source"] + [BENCH_COLUMNS[k][0] for k in BENCH_COLUMNS]
     src = ref["benchmark"]["source"]
-    citation = ref["sources"][src]["citation"].split(",")[-1].strip()
-    rows = [["reported", model, f"{source_label(ref, src)} ({citation})"]
+    rows = [["reported", model, source_detail(ref, src)]
             + [_fmt(scores.get(k), _digits(k)) for k in BENCH_COLUMNS]
             for model, scores in reported_scores(ref).items()]
-    for model, scores in (measured or {}).items():
+    measured = measured or {}
+    ordered = sorted(measured, key=lambda m: bool(control_kind(m)))   # models first, then controls
+    for model in ordered:
+        scores = measured[model]
         has_aesi = judge and any(k.startswith("AesI") for k in scores)
-        detail = "; ".join(d for d in (run_label, f"AesI judge: {judge}" if has_aesi else "") if d)
-        rows.append(["measured", model, MEASURED + (f" ({detail})" if detail else "")]
-                    + [_fmt(scores.get(k), _digits(k)) for k in BENCH_COLUMNS])
+        truth = (kinds or {}).get(model, "")
+        detail = "; ".join(d for d in (run_label, f"AesI judge: {judge}" if has_aesi else "",
+                                       f"answers and references partly from {truth} critiques" if truth else "")
+                           if d)
+        kind = control_kind(model)
+        rows.append(["control" if kind else "measured", model,
+                     MEASURED + (f" ({detail})" if detail else "") + (f"; {CONTROL_NOTES[kind]}" if kind else "")]
+                    + [_with_ci(scores.get(k), _digits(k)) for k in BENCH_COLUMNS])
     notes = ["AesP, AesE, AesA: accuracy (%); AesI: 0-2 scores."]
     if measured:
         notes.append("Measured rows come from this project's benchmark, not AesBench; the two are "
                      "not directly comparable." + (f" AesI judged by {judge}" + (
-                         " (word overlap with the reference critique, an offline proxy, not a GPT "
-                         "judge)." if judge.startswith("proxy") else ".") if judge else ""))
+                         " (an offline proxy that scores content against the reference critique, "
+                         "not a GPT judge)." if judge.startswith("proxy") else ".") if judge else ""))
+        if any(isinstance(v, tuple) for s in measured.values() for v in s.values()):
+            notes.append("Measured cells: value [95% bootstrap confidence interval over items].")
+        for model, flags in sorted((repeated or {}).items()):
+            for f in flags:
+                if model in measured:
+                    notes.append(f"{model}: the same {f['dimension']} answer for {f['count']} of "
+                                 f"{f['of']} items (\"{f['response'][:60]}\"): not an interpretation of "
+                                 "the images, whatever the judge scores.")
+        if any(control_kind(m) for m in measured):
+            notes.append("Controls: a model shows it uses the image only where it beats both the "
+                         "blind answer prior and its own shuffled-image control.")
     else:
         notes.append("No measured rows: eval/results.csv was not found.")
     return Table(columns, rows, "Main results: reported by AesBench vs " + MEASURED, notes)
@@ -191,7 +242,7 @@ def table_dataset_stats(ref: Mapping[str, Any], images: Sequence[Mapping[str, An
         per_type = ist.get(f"{what}_lengths") or {}
         allv = [v for t in sorted(per_type) for v in per_type[t]]
         add(f"avg. {what} length (words)", None, _fmt(_mean(allv), 1) if allv else None)
-    notes = [f"AesMMIT column: {rep_label} ({ref['sources'][ds['source']]['citation'].split(',')[-1].strip()})."
+    notes = [f"AesMMIT column: {source_detail(ref, ds['source'])}."
              if ds else "", "AesMMIT-mini column: " + MEASURED + "."]
     if ds.get("not_reported"):
         notes.append("n/a in the AesMMIT column: " + ds["not_reported"] + ".")

@@ -199,6 +199,7 @@ class DataStats:
     length_mean: float = 0.0
     length_max: int = 0
     counts_by_type: dict[str, int] = field(default_factory=dict)
+    counts_by_annotator_kind: dict[str, int] = field(default_factory=dict)   # e.g. {"simulated": 120}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -223,7 +224,9 @@ class LlavaDataset:
         check_length_holds_image(max_length, n_image, file)
         stats = DataStats(file=str(file or "training data"), n_records=len(records), max_length=max_length,
                           n_image_tokens=n_image,
-                          counts_by_type=dict(Counter(str(r.get("type", "")) for r in records)))
+                          counts_by_type=dict(Counter(str(r.get("type", "")) for r in records)),
+                          counts_by_annotator_kind=dict(Counter(str(r.get("annotator_kind") or "unknown")
+                                                                for r in records)))
         self.samples: list[tuple[Encoded, dict[str, Any]]] = []
         for rec in records:
             enc = encode_conversation(processor, rec["conversations"], n_image, max_length)
