@@ -9,6 +9,7 @@ PROFILE ?= cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+KERNEL_ARGS := --prefix $(VENV) --name aes-companion --display-name "AesExpert Companion"
 
 .PHONY: venv reproduce test lab strip clean
 
@@ -16,6 +17,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m ipykernel install $(KERNEL_ARGS)  # the kernel every notebook declares
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -27,7 +29,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lab: $(STAMP)
-	$(BIN)/python -m ipykernel install --prefix $(VENV) --name aes-companion --display-name "AesExpert Companion"
+	$(BIN)/python -m ipykernel install $(KERNEL_ARGS)
 	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser $(ROOT_FLAG) --notebook-dir .
 
 strip:
