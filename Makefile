@@ -10,8 +10,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 KERNEL_ARGS := --prefix $(VENV) --name aes-companion --display-name "AesExpert Companion"
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: venv reproduce test lab strip clean
+.PHONY: venv browser reproduce test lab strip clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,12 +26,18 @@ venv: $(STAMP)
 reproduce: $(STAMP)
 	$(BIN)/aes reproduce --profile $(PROFILE)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# Debian's Chromium for tests/test_browser_lab.py (Playwright drives it; it never downloads a
+# browser). Installed when missing and running as root on an apt system; else the test is skipped.
+browser:
+	@test -x $(CHROMIUM) || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 lab: $(STAMP)
 	$(BIN)/python -m ipykernel install $(KERNEL_ARGS)
-	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser $(ROOT_FLAG) --notebook-dir .
+	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser $(ROOT_FLAG) --notebook-dir . --KernelManager.transport=ipc
 
 strip:
 	$(BIN)/aes strip notebooks/*.ipynb
