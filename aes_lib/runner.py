@@ -167,6 +167,7 @@ def _execute(nb_in: str, nb_out: str, params: dict, cwd: str, log_path: str, cel
              result_path: str) -> None:
     """Child process: run one notebook with papermill, write the outcome to ``result_path``."""
     os.setsid()  # own process group, so a timeout kills the kernel too
+    os.environ["AES_NOTEBOOK_BATCH"] = "1"   # aes_lib.nb.setup: text progress bars (this child only)
     import papermill as pm
 
     handler = logging.FileHandler(log_path, mode="w", encoding="utf-8")
