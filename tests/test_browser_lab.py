@@ -191,6 +191,12 @@ def test_annotation_tool_in_notebook_01(lab, page, tmp_path):
     caption = tool.locator(".widget-html b").first          # the image id above the image
     image = tool.locator(".widget-image").first
     textarea = tool.locator("textarea").first
+    tool.scroll_into_view_if_needed()
+
+    def current() -> str:
+        """The id of the image on show, once the widget has drawn it."""
+        expect(caption).to_have_text(re.compile(r"\S"))
+        return caption.text_content().strip()   # text_content: JupyterLab skips rendering off-screen cells
 
     def button(text: str):
         return tool.locator(".jupyter-button", has_text=re.compile(f"^\\s*{re.escape(text)}\\s*$")).first
@@ -202,7 +208,7 @@ def test_annotation_tool_in_notebook_01(lab, page, tmp_path):
             row.locator(".widget-toggle-button", has_text=re.compile(f"^{rating}$")).click()
 
     # critique 1, by mouse: grade, next, ratings, next, description, submit
-    first = caption.inner_text()
+    first = current()
     button("Good [2]").click()
     button("Next").click()
     rate_all("4")
@@ -214,7 +220,7 @@ def test_annotation_tool_in_notebook_01(lab, page, tmp_path):
     expect(caption).not_to_have_text(first)
 
     # critique 2, by keys: with the pointer over the image, 3 = Fair and n = next
-    second = caption.inner_text()
+    second = current()
     image.hover()
     page.keyboard.press("3")
     page.keyboard.press("n")
@@ -230,11 +236,11 @@ def test_annotation_tool_in_notebook_01(lab, page, tmp_path):
     expect(tool.get_by_text(f"saved critique of {second}")).to_be_visible()
 
     # skip one (s over the image), flag one (mouse), then go back three times
-    skipped = caption.inner_text()
+    skipped = current()
     image.hover()
     page.keyboard.press("s")
     expect(caption).not_to_have_text(skipped)
-    flagged = caption.inner_text()
+    flagged = current()
     button("Flag").click()
     expect(caption).not_to_have_text(flagged)
     for expected in (flagged, skipped, second):
@@ -249,7 +255,7 @@ def test_annotation_tool_in_notebook_01(lab, page, tmp_path):
     tool.scroll_into_view_if_needed()
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
-    assert "Error" not in tool.inner_text(), tool.inner_text()
+    assert "Error" not in tool.text_content(), tool.text_content()
 
     critiques, events = critique_rows(project)
     assert [(c[0], c[1], c[2]) for c in critiques] == [(first, ANNOTATOR, "human"), (second, ANNOTATOR, "human")]
