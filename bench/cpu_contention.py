@@ -14,7 +14,9 @@ time, and times the training loop (model building and imports are not counted):
 
 ``OMP_NUM_THREADS`` and ``AES_TORCH_THREADS`` are removed from the children's environment, so the
 policy (or torch's default) decides. Goal: contended / idle <= 2. ``--torch-default-contended``
-also times torch's default beside the competitor (slow: minutes on 2 cores).
+also times torch's default beside the competitor (slow: minutes on 2 cores). ``--repeat N``
+alternates idle and contended runs N times and compares medians, which helps on a machine whose
+other load comes and goes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -104,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inputs", help="an outputs folder holding data/ and instructions/ (default: build smoke ones)")
     ap.add_argument("--steps", type=int, default=40, help="training steps per run (default: 40)")
     ap.add_argument("--competitors", type=int, default=1, help="CPU-bound competitor processes (default: 1)")
+    ap.add_argument("--repeat", type=int, default=1, help="idle/contended pairs, compared by median (default: 1)")
     ap.add_argument("--torch-default-contended", action="store_true",
                     help="also time torch's default threads beside the competitor (slow)")
     args = ap.parse_args(argv)
@@ -122,16 +126,24 @@ def main(argv: list[str] | None = None) -> int:
             print("building smoke inputs (notebooks 00-02) ...", flush=True)
             inputs = build_inputs(scratch / "outputs")
         print(f"{args.steps} training steps of the tiny LLaVA, batch 8 (train_tiny_cpu.yaml):")
-        idle = timed_run(inputs, scratch, args.steps, "auto", "policy, idle")
-        with Competitors(args.competitors):
-            busy = timed_run(inputs, scratch, args.steps, "auto",
-                             f"policy, beside {args.competitors} busy process(es)")
+        idle_runs, busy_runs = [], []
+        for _ in range(max(1, args.repeat)):
+            idle_runs.append(timed_run(inputs, scratch, args.steps, "auto", "policy, idle"))
+            with Competitors(args.competitors):
+                busy_runs.append(timed_run(inputs, scratch, args.steps, "auto",
+                                           f"policy, beside {args.competitors} busy process(es)"))
+        idle = {"seconds": statistics.median(r["seconds"] for r in idle_runs)}
+        busy = {"seconds": statistics.median(r["seconds"] for r in busy_runs)}
         old_idle = timed_run(inputs, scratch, args.steps, "torch", "torch default threads, idle")
         if args.torch_default_contended:
             with Competitors(args.competitors):
                 old_busy = timed_run(inputs, scratch, args.steps, "torch",
                                      f"torch default, beside {args.competitors} busy process(es)")
     ratio = busy["seconds"] / max(idle["seconds"], 1e-9)
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"1-minute load average after the runs: {load_after:.2f} (the competitor included when it ran last)")
+    print(f"policy, median of {len(idle_runs)}: idle {idle['seconds']:.1f} s, beside the competitor "
+          f"{busy['seconds']:.1f} s")
     print(f"contended / idle with the policy: {ratio:.2f} (goal <= 2)")
     print(f"idle, policy / torch default: {idle['seconds'] / max(old_idle['seconds'], 1e-9):.2f}")
     if args.torch_default_contended:
