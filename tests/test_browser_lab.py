@@ -136,7 +136,8 @@ def lab(tmp_path_factory, mini_dataset):
 @pytest.fixture(scope="module")
 def page(lab):
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=str(CHROMIUM),
+                                    args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         pg.set_default_timeout(60_000)
         pg.goto(lab[0])
