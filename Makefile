@@ -44,3 +44,4 @@ strip:
 
 clean:  # everything the pipeline wrote; keeps outputs/README.md
 	find outputs -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	rm -rf notebooks/outputs  # left by JupyterLab runs of versions before setup() fixed the folder
