@@ -70,15 +70,15 @@ def render_html(out_dir: Path, report: Mapping[str, Any]) -> str:
     parts.append("<h2>Figures</h2>")
     for name, fig in report.get("figures", {}).items():
         png = next(f for f in fig["files"] if f.endswith(".png"))
-        parts.append(f'<figure id="{html.escape(name)}">{_image_html(png, name)}<figcaption><strong>{html.escape(name)}</strong>. '
-                     f'{html.escape(fig["caption"])} <span class="files">{_links_html(fig["files"])}'
-                     "</span></figcaption></figure>")
+        parts.append(f'<figure id="{html.escape(name)}">{_image_html(png, name)}<figcaption><strong>'
+                     f'{html.escape(name)}</strong>. {html.escape(fig["caption"])} <span class="files">'
+                     f'{_links_html(fig["files"])}</span></figcaption></figure>')
     if report.get("other_figures"):
         parts.append("<h2>Figures from earlier notebooks</h2>")
         for name, fig in report["other_figures"].items():
             png = next(f for f in fig["files"] if f.endswith(".png"))
-            parts.append(f'<figure id="{html.escape(name)}">{_image_html(png, name)}<figcaption><strong>{html.escape(name)}'
-                         f'</strong>. {html.escape(fig["caption"])} <span class="files">'
+            parts.append(f'<figure id="{html.escape(name)}">{_image_html(png, name)}<figcaption><strong>'
+                         f'{html.escape(name)}</strong>. {html.escape(fig["caption"])} <span class="files">'
                          f'{_links_html(fig["files"])}</span></figcaption></figure>')
     parts.append("<h2>Tables</h2>")
     for name, tab in report.get("tables", {}).items():
