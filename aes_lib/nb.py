@@ -137,7 +137,8 @@ def preview(path: str | Path, width: int = 900, quality: int = 85):
             im = im.resize((width, round(im.height * width / im.width)), PILImage.LANCZOS)
         buf = io.BytesIO()
         im.save(buf, format="JPEG", quality=quality, optimize=True)
-    return Image(data=buf.getvalue(), format="jpeg", width=width)
+        shown = im.width
+    return Image(data=buf.getvalue(), format="jpeg", width=shown)
 
 
 def check_outputs(paths: Iterable[str | Path]) -> None:

@@ -63,3 +63,14 @@ def test_text_progress_bars_keep_their_last_state(monkeypatch, capsys):
         pass
     out = capsys.readouterr().out
     assert "400/400" in out.splitlines()[-1].split("\r")[-1] and "0/400" in out
+
+
+def test_preview_is_a_small_jpeg_no_wider_than_asked(tmp_path):
+    from PIL import Image
+
+    from aes_lib.nb import preview
+
+    Image.effect_noise((2000, 1000), 60).convert("RGB").save(tmp_path / "big.png")
+    shown = preview(tmp_path / "big.png", width=900)
+    assert shown.width == 900 and shown.data[:2] == b"\xff\xd8"          # JPEG
+    assert len(shown.data) < (tmp_path / "big.png").stat().st_size / 4
