@@ -381,8 +381,8 @@ def contact_sheet(dataset: Dataset, out_stem: str | Path, columns: int | None = 
     photos = list(dict.fromkeys(r.source_photo for r in dataset.images))
     kinds = [k for k in DEGRADATIONS if any(r.degradation == k for r in dataset.images)]
     grid = {(r.source_photo, r.degradation): r for r in dataset.images}
-    fig, axes = plt.subplots(len(photos), len(kinds), squeeze=False,
-                             figsize=(thumb_inches * len(kinds), thumb_inches * len(photos)))
+    fig, axes = plt.subplots(len(photos), len(kinds), squeeze=False, layout="constrained",
+                             figsize=(thumb_inches * len(kinds), thumb_inches * len(photos) + 0.3))
     for i, photo in enumerate(photos):
         for j, kind in enumerate(kinds):
             ax = axes[i][j]
@@ -400,12 +400,17 @@ def contact_sheet(dataset: Dataset, out_stem: str | Path, columns: int | None = 
                 ax.set_title("original" if kind == "none" else kind.replace("_", " "), fontsize=7)
             if j == 0:
                 split = grid[(photo, "none")].split if (photo, "none") in grid else ""
-                ax.set_ylabel(f"{photo}\n({split})", fontsize=6, rotation=0, ha="right", va="center")
-    fig.suptitle(f"{dataset.name}: {len(photos)} photos x {len(kinds)} versions "
-                 f"({len(dataset.images)} images); s = degradation strength", fontsize=9)
+                ax.set_ylabel(f"{photo.replace('_', ' ')}\n({split})", fontsize=6, rotation=0, ha="right",
+                              va="center")
+    blank = len(photos) * len(kinds) - len(dataset.images)
+    fig.suptitle(f"{dataset.name}: {len(dataset.images)} images, {len(photos)} photos in up to {len(kinds)} "
+                 "versions" + (f" ({blank} blank: a grey photo has no desaturated version)" if blank else "")
+                 + "; s = degradation strength (1 = strongest)", fontsize=9)
     from aes_lib.style import save_figure
 
-    paths = save_figure(fig, out_stem)
+    # an overview at about the thumbnails' own size, in 256 colours: a few hundred KB instead of
+    # megabytes; the images themselves, unaltered, are the files under images/
+    paths = save_figure(fig, out_stem, dpi=100)
     plt.close(fig)
     return paths
 

@@ -403,5 +403,7 @@ def generate_answers(model, processor, items: Sequence[dict[str, Any]], max_new_
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=processor.tokenizer.pad_token_id)
         new = out[0, inputs["input_ids"].shape[1]:]
-        answers.append(processor.tokenizer.decode(new, skip_special_tokens=True).strip())
+        # a byte-level tokenizer decodes bytes that never complete a character to U+FFFD (an
+        # untrained model emits such pieces): drop them rather than show replacement marks
+        answers.append(processor.tokenizer.decode(new, skip_special_tokens=True).replace("\ufffd", "").strip())
     return answers

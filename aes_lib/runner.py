@@ -281,6 +281,7 @@ def _execute(nb_in: str, nb_out: str, params: dict, cwd: str, log_path: str, cel
              result_path: str) -> None:
     """Child process: run one notebook with papermill, write the outcome to ``result_path``."""
     os.setsid()  # own process group, so a timeout kills the kernel too
+    os.environ["AES_NOTEBOOK_BATCH"] = "1"   # aes_lib.nb.setup: text progress bars (this child only)
     import papermill as pm
 
     handler = logging.FileHandler(log_path, mode="w", encoding="utf-8")
@@ -289,10 +290,17 @@ def _execute(nb_in: str, nb_out: str, params: dict, cwd: str, log_path: str, cel
     pm_log.addHandler(handler)
     pm_log.setLevel(logging.INFO)
     pm_log.propagate = False  # cell output goes to the log file; the console keeps progress lines
+    from traitlets.config import Config
+
+    # IPC sockets: a local kernel needs no TCP, and ipykernel warns about unencrypted TCP
+    kernel_config = Config({"KernelManager": {"transport": "ipc"}})
     outcome: dict[str, Any] = {"ok": True}
     try:
+        # "python3" is the kernel of this very interpreter, whatever kernel the notebook declares
+        # (the notebooks declare aes-companion, which `make lab` registers for JupyterLab)
         pm.execute_notebook(nb_in, nb_out, parameters=params, cwd=cwd, kernel_name="python3",
-                            log_output=True, progress_bar=False, execution_timeout=cell_timeout)
+                            log_output=True, progress_bar=False, execution_timeout=cell_timeout,
+                            config=kernel_config)
     except pm.PapermillExecutionError as e:
         outcome = {"ok": False, "cell_index": e.cell_index, "exec_count": e.exec_count,
                    "source": e.source, "ename": e.ename, "evalue": e.evalue}

@@ -239,7 +239,7 @@ def test_notebook_shows_the_tool_only_when_interactive(mini_dataset, tmp_path, i
     executed = tmp_path / "01.ipynb"
     pm.execute_notebook(str(repo / "notebooks" / "01_collect.ipynb"), str(executed), cwd=str(repo),
                         parameters={"out_dir": str(tmp_path), "interactive": interactive,
-                                    "annotators_per_image": 2}, progress_bar=False)
+                                    "annotators_per_image": 2}, progress_bar=False, kernel_name="python3")
     outputs = [o for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "code"
                for o in c.get("outputs", [])]
     widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
@@ -277,3 +277,31 @@ def test_key_presses_over_the_image_set_the_grade_and_move(setup):
     assert tool.step == 0
     tool.key_events._handle_mouse_msg(None, {"event": "keydown", "key": "s"}, [])
     assert tool.current != first and first in store.skipped_image_ids("alice")
+
+
+def test_the_tool_owns_its_store_and_outlives_other_handles(tmp_path):
+    """Notebook 01's last cell closes the notebook's own store; the live tool must still save."""
+    from aes_lib.collect.pipeline import open_store
+
+    images = make_images(tmp_path)
+    notebook_store = open_store(tmp_path)
+    tool = AnnotationTool.open(tmp_path, images, tmp_path, "alice", clock=FakeClock())
+    notebook_store.close()
+    answer_all(tool)
+    tool.submit_button.click()
+    assert "saved critique" in tool.message.value
+    rows = db_rows(tmp_path / "critiques" / "critiques.db")
+    assert [(r[2], r[3]) for r in rows] == [("alice", "human")]
+    tool.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        tool.store.count()
+
+
+def test_an_error_in_a_callback_is_shown_in_the_tool(setup):
+    tool, store, images, clock, root = setup
+    answer_all(tool)
+    store.close()                       # what the notebook's last cell used to do to the tool's store
+    tool.submit_button.click()          # must not raise into the kernel's hidden log only
+    assert "Error: ProgrammingError" in tool.message.value and "#b00" in tool.message.value
+    tool.shortcut.value = "s"
+    assert "Error: ProgrammingError" in tool.message.value

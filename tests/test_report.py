@@ -167,7 +167,7 @@ def test_instruction_figures():
     assert [p.get_width() for p in fig.axes[0].patches] == [40, 30, 10, 9]
     assert "89 in all" in fig.get_suptitle()
     fig = F.fig_instruction_lengths(INSTRUCTION_STATS["question_lengths"], INSTRUCTION_STATS["answer_lengths"])
-    assert [t.get_text() for t in fig.axes[1].get_yticklabels()] == ["perception_mcq", "description"]
+    assert [t.get_text() for t in fig.axes[1].get_yticklabels()] == ["perception (multiple choice)", "description"]
 
 
 def test_loss_curve_smoothing():

@@ -1,6 +1,7 @@
 """The whole notebook chain with the smoke profile, exactly as `make reproduce` runs it."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -43,3 +44,29 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     shown = "".join((out / rel).read_text() for rel in ("eval/results.csv", "tables/table_main_results.md",
                                                         "index.html", "report.json"))
     assert "old-model" not in shown and "fig_old" not in shown
+    assert_lessons_read_cleanly(out, proc.stderr)
+
+
+def assert_lessons_read_cleanly(out, console: str) -> None:
+    """What a reader of the executed notebooks sees (issue #12): no warnings from papermill or
+    the kernel, no list of paths at the end, progress bars in their last state, no U+FFFD, small."""
+    import nbformat
+
+    assert "without encryption" not in console
+    for log in (out / "logs").glob("*.log"):
+        text = log.read_text()
+        assert "Passed unknown parameter" not in text and "Unable to parse line" not in text, log.name
+    for path in sorted((out / "notebooks").glob("*.ipynb")):
+        assert path.stat().st_size < 1_000_000, f"{path.name}: {path.stat().st_size} bytes"
+        nb = nbformat.read(path, as_version=4)
+        texts = [o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+                 for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+        assert not any("PosixPath(" in t for t in texts), path.name
+        assert not any("\ufffd" in t for t in texts), path.name
+        assert not any(o.get("name") == "stderr" for c in nb.cells if c.cell_type == "code"
+                       for o in c.outputs), path.name
+    nb = nbformat.read(out / "notebooks" / "03_finetune.ipynb", as_version=4)
+    stream = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                     if o.output_type == "stream")
+    bars = [line for line in re.split(r"[\r\n]", stream) if line.startswith("train:")]
+    assert bars and "4/4" in bars[-1], bars[-1:]   # the smoke profile's 4 steps, as the bar ended

@@ -10,7 +10,7 @@ import nbformat
 def write_notebook(path, cells) -> None:
     """cells: list of ("md" | "code" | "params", source)."""
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": "aes-companion", "display_name": "AesExpert Companion", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     for kind, source in cells:
         source = source.strip("\n")

@@ -182,7 +182,7 @@ def plot_stats(stats: dict[str, Any], stem: str | Path | None = None):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from aes_lib.style import MEASURED_COLORS
+    from aes_lib.style import MEASURED_COLORS, readable
 
     kind = stats.get("annotator_kind", "")
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -193,11 +193,12 @@ def plot_stats(stats: dict[str, Any], stem: str | Path | None = None):
     mat = mat / np.maximum(mat.sum(axis=1, keepdims=True), 1)
     im = axes[1].imshow(mat, cmap="Blues", vmin=0, vmax=max(float(mat.max()), 0.01), aspect="auto")
     axes[1].set(title="Attribute ratings (share)", xticks=range(5), xticklabels=range(1, 6),
-                yticks=range(len(ATTRIBUTES)), yticklabels=ATTRIBUTES, xlabel="rating")
+                yticks=range(len(ATTRIBUTES)), yticklabels=[readable(a) for a in ATTRIBUTES], xlabel="rating")
     fig.colorbar(im, ax=axes[1], fraction=0.04)
     agree = stats["agreement"]
     names = list(agree)
-    axes[2].barh(names, [agree[n] if agree[n] is not None else 0 for n in names], color=MEASURED_COLORS[0])
+    axes[2].barh([readable(n) for n in names], [agree[n] if agree[n] is not None else 0 for n in names],
+                 color=MEASURED_COLORS[0])
     axes[2].set(title="Krippendorff's alpha (ordinal), measured", xlim=(-0.2, 1))
     axes[2].invert_yaxis()
     fig.tight_layout()

@@ -7,17 +7,23 @@ box work without ipyevents); progress for the annotator and
 overall. Every submit is committed to the SQLite store at once. Each annotator sees the images
 they have not done yet in a stable per-annotator order, so reopening the notebook resumes.
 
+The tool opened with :meth:`AnnotationTool.open` owns its store: it stays open as long as the
+tool lives (closing other handles on the same file does not touch it) and :meth:`close` ends it.
+An error inside any button, key or annotator callback is shown in red in the tool itself (and
+logged), never only in a console the annotator cannot see.
+
 It runs headlessly for tests: construct it, set widget values, call ``button.click()``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import logging
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from aes_lib.schema import Critique, ImageRecord
 
@@ -34,6 +40,21 @@ def annotator_order(annotator: str, image_ids: list[str]) -> list[str]:
 
 class AnnotationTool:
     """The widget; ``tool.widget`` is what the notebook displays."""
+
+    @classmethod
+    def open(cls, out_dir: str | Path, images: list[ImageRecord], image_root: str | Path, annotator: str,
+             **kwargs) -> "AnnotationTool":
+        """A tool with its own handle on ``<out_dir>/critiques/critiques.db``, closed by :meth:`close`."""
+        from .pipeline import open_store
+
+        store = open_store(out_dir)
+        try:
+            tool = cls(store, images, image_root, annotator, **kwargs)
+        except BaseException:
+            store.close()
+            raise
+        tool._owns_store = True
+        return tool
 
     def __init__(self, store: CritiqueStore, images: list[ImageRecord], image_root: str | Path,
                  annotator: str, protocol: Protocol | None = None,
@@ -85,20 +106,42 @@ class AnnotationTool:
             w.HBox([self.back_button, self.next_button, self.submit_button, self.skip_button,
                     self.flag_reason, self.flag_button]),
         ])
-        self.back_button.on_click(lambda _: self.back())
-        self.next_button.on_click(lambda _: self.next_step())
-        self.submit_button.on_click(lambda _: self.submit())
-        self.skip_button.on_click(lambda _: self.skip())
-        self.flag_button.on_click(lambda _: self.flag())
-        self.shortcut.observe(self._on_key, names="value")
+        self._owns_store = False
+        self.back_button.on_click(self._shown_errors(lambda _: self.back()))
+        self.next_button.on_click(self._shown_errors(lambda _: self.next_step()))
+        self.submit_button.on_click(self._shown_errors(lambda _: self.submit()))
+        self.skip_button.on_click(self._shown_errors(lambda _: self.skip()))
+        self.flag_button.on_click(self._shown_errors(lambda _: self.flag()))
+        self.shortcut.observe(self._shown_errors(self._on_key), names="value")
         self.key_events = self._attach_key_events()
-        self.annotator_box.observe(lambda ch: self.set_annotator(ch["new"]) if ch["new"].strip() else None,
-                                   names="value")
+        self.annotator_box.observe(self._shown_errors(
+            lambda ch: self.set_annotator(ch["new"]) if ch["new"].strip() else None), names="value")
         self.current: str | None = None
         self.step = 0
         self.history: list[str] = []
         self._spent_before = 0.0
         self.set_annotator(annotator)
+
+    def _shown_errors(self, callback: Callable[..., Any]) -> Callable[..., None]:
+        """Wrap a widget callback so that an exception becomes a red message in the tool.
+
+        ipywidgets would otherwise send it to the kernel's log, which JupyterLab hides in its log
+        console: the annotator would click Submit and see nothing happen."""
+        @functools.wraps(callback)
+        def guarded(*args, **kwargs) -> None:
+            try:
+                callback(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - every error must reach the annotator
+                log.exception("annotation tool: a callback failed")
+                self._say([f"Error: {type(e).__name__}: {e}"], error=True)
+        return guarded
+
+    def close(self) -> None:
+        """Close the tool's widgets, and its store when the tool opened it."""
+        if self._owns_store:
+            self.store.close()
+            self._owns_store = False
+        self.widget.close()
 
     def _build_steps(self, w) -> list:
         p = self.protocol
@@ -223,7 +266,7 @@ class AnnotationTool:
         except ImportError:  # the Keys box still works
             return None
         events = Event(source=self.image, watched_events=["keydown"], prevent_default_action=True)
-        events.on_dom_event(lambda event: self.press(event.get("key", "")))
+        events.on_dom_event(self._shown_errors(lambda event: self.press(event.get("key", ""))))
         return events
 
     def press(self, key: str) -> None:

@@ -253,6 +253,10 @@ def evaluate_model(cfg: EvalConfig, name: str, model_path: str | Path | None = N
     cfg.check()   # a config built directly (not through from_dict) is validated too
     if sum(x is not None for x in (model_path, api_model, loaded)) != 1:
         raise ValueError("evaluate_model: give exactly one of model_path, api_model, loaded")
+    if api_model is None:
+        from aes_lib.threads import apply_thread_policy
+
+        apply_thread_policy()   # see aes_lib/threads.py
     fname = safe_name(name)
     fmt, items, root = load_items(cfg)
     if cfg.shuffle_images:

@@ -226,8 +226,9 @@ class Report:
             if png.stem in SPECS:
                 continue
             paths = [p for p in (png.with_suffix(".pdf"), png) if p.exists()]
-            others[png.stem] = {"caption": "Saved by an earlier notebook; its executed copy "
-                                           "(below) explains it.",
+            caption = self.captions.get("other_figures", {}).get(png.stem) or (
+                "A figure an earlier notebook saved under figures/; its executed copy (below) explains it.")
+            others[png.stem] = {"caption": " ".join(caption.split()),
                                 "files": [rel(p) for p in paths],
                                 "sha256": {rel(p): sha256_file(p) for p in paths}}
         return others

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 from aes_lib.schema import ATTRIBUTE_LABELS, ATTRIBUTES, DEGRADATIONS, GRADES, INSTRUCTION_TYPES, QTYPES
 
 from aes_lib.style import FIGURE_FORMATS  # noqa: F401  (re-exported: build.py lists the formats)
+from aes_lib.style import model_color, readable
 
 MEASURED = "measured by this run"
 
@@ -45,16 +46,6 @@ def _who(annotator_kind: str) -> str:
     return f"{kind} annotators, {MEASURED}"
 
 
-def series_color(i: int) -> str:
-    """The i-th measured series' colour: the style's measured colours, then further distinct ones
-    (models and their controls can be more than four series; none may share a colour)."""
-    from aes_lib.style import MEASURED_COLORS
-
-    extra = ("#ff7f0e", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#7f7f7f", "#000000")
-    palette = tuple(MEASURED_COLORS) + tuple(c for c in extra if c not in MEASURED_COLORS)
-    return palette[i % len(palette)]
-
-
 def save_figure(fig, folder: str | Path, name: str) -> list[Path]:
     """Write ``<folder>/<name>.pdf`` and ``.png`` with deterministic bytes; return the paths."""
     from aes_lib.style import save_figure as _save
@@ -71,7 +62,7 @@ def _ordered(keys, preferred: Sequence[str]) -> list[str]:
 def _barh(ax, labels: Sequence[str], values: Sequence[float], color: str, fmt: str = "{:g}") -> None:
     ypos = list(range(len(labels)))
     bars = ax.barh(ypos, values, color=color)
-    ax.set_yticks(ypos, labels)
+    ax.set_yticks(ypos, [readable(label) for label in labels])
     ax.invert_yaxis()
     ax.bar_label(bars, [fmt.format(v) for v in values], padding=2, fontsize=7)
     ax.margins(x=0.15)
@@ -92,9 +83,10 @@ def fig_dataset_composition(images: Sequence[Mapping[str, Any]]):
     for split, color in zip(SPLITS, MEASURED_COLORS[1:] + MEASURED_COLORS[:1]):
         counts = Counter(src_key(im) for im in images if im["split"] == split)
         widths = [counts.get(s, 0) for s in sources]
-        ax.barh(range(len(sources)), widths, left=left, color=color, label=split)
+        ax.barh(range(len(sources)), widths, left=left, color=color,
+                label=split if any(widths) else "_empty")   # an empty split gets no legend entry
         left = [a + b for a, b in zip(left, widths)]
-    ax.set_yticks(range(len(sources)), sources)
+    ax.set_yticks(range(len(sources)), [readable(s) for s in sources])
     ax.invert_yaxis()
     ax.set_xlabel("images")
     ax.set_title("per source photo")
@@ -290,7 +282,7 @@ def fig_instruction_lengths(question_lengths: Mapping[str, Sequence[int]],
                              patch_artist=True, widths=0.6, flierprops={"markersize": 2})
             for patch in box["boxes"]:
                 patch.set_facecolor(color)
-            ax.set_yticks(range(1, len(types) + 1), types)
+            ax.set_yticks(range(1, len(types) + 1), [readable(t) for t in types])
         ax.invert_yaxis()
         ax.set_xlabel("words")
         ax.set_title(title)
@@ -350,7 +342,7 @@ def fig_radar_aesbench(reported: Mapping[str, Mapping[str, float]],
     """
     import numpy as np
 
-    from aes_lib.style import MEASURED_COLORS, MEASURED_STYLE, REPORTED_COLORS, REPORTED_STYLE
+    from aes_lib.style import MEASURED_STYLE, REPORTED_COLORS, REPORTED_STYLE
 
     keys = list(columns)
     angles = np.linspace(0, 2 * np.pi, len(keys), endpoint=False).tolist()
@@ -376,6 +368,8 @@ def fig_radar_aesbench(reported: Mapping[str, Mapping[str, float]],
     rep_handles, meas_handles = [], []
     for i, (model, scores) in enumerate(reported.items()):
         x, y = ring(scores)
+        if all(math.isnan(v) for v in y):
+            continue   # nothing to draw: no legend entry either
         (h,) = ax.plot(x, y, color=REPORTED_COLORS[i % len(REPORTED_COLORS)], label=model,
                        **REPORTED_STYLE)
         rep_handles.append(h)
@@ -386,9 +380,11 @@ def fig_radar_aesbench(reported: Mapping[str, Mapping[str, float]],
         ax = axes[0, 1]
         shares = [v for scores in measured.values() for v in ring(scores)[1] if not math.isnan(v)]
         top = min(1.0, max(0.25, math.ceil(max(shares, default=1.0) * 4 + 1e-9) / 4))
-        for i, (model, scores) in enumerate(measured.items()):
+        for model, scores in measured.items():
             x, y = ring(scores)
-            color = series_color(i)
+            if all(math.isnan(v) for v in y):
+                continue   # nothing measured: no line, no legend entry
+            color = model_color(model)
             (h,) = ax.plot(x, y, color=color, label=model, **MEASURED_STYLE)
             if not any(math.isnan(v) for v in y):   # a fill would draw a missing value as zero
                 ax.fill(x, y, color=color, alpha=0.08)
@@ -412,7 +408,6 @@ def fig_bars(results, group_by: str, judge: str = ""):
 
     from aes_lib.report.loaders import split_metric
     from aes_lib.schema import DIMENSIONS
-    from aes_lib.style import MEASURED_COLORS
 
     sub = results[results["group_by"] == group_by]
     base_judge = [split_metric(m) for m in sub["metric"]]
@@ -434,10 +429,12 @@ def fig_bars(results, group_by: str, judge: str = ""):
             lo = np.array([m["ci_low"].get(g, np.nan) for g in groups], dtype=float) * scale
             hi = np.array([m["ci_high"].get(g, np.nan) for g in groups], dtype=float) * scale
             err = np.nan_to_num(np.vstack([vals - lo, hi - vals]).clip(min=0))
+            if np.isnan(vals).all():
+                continue   # this model has no result here: no empty bars, no legend entry
             x = np.arange(len(groups)) + (i - (len(models) - 1) / 2) * width
-            ax.bar(x, vals, width, yerr=err, capsize=2, color=series_color(i),
+            ax.bar(x, vals, width, yerr=err, capsize=2, color=model_color(model),
                    label=model, error_kw={"lw": 0.8})
-        labels = [ATTRIBUTE_LABELS.get(g, g) for g in groups]
+        labels = [ATTRIBUTE_LABELS.get(g) or readable(g) for g in groups]
         tilt = len(groups) > 4 or max((len(t) for t in labels), default=0) > 8
         ax.set_xticks(range(len(groups)), labels, rotation=30 if tilt else 0,
                       ha="right" if tilt else "center", rotation_mode="anchor")
@@ -448,7 +445,12 @@ def fig_bars(results, group_by: str, judge: str = ""):
         axes[0, 0].text(0.5, 0.5, f"no results grouped by {group_by}", ha="center", va="center",
                         transform=axes[0, 0].transAxes)
     else:
-        axes[0, -1].legend(title="model", fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        shown = {}   # every model drawn in any panel, once, in the models' order
+        for ax in axes[0]:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                shown.setdefault(label, handle)
+        fig.legend([shown[m] for m in models if m in shown], [m for m in models if m in shown],
+                   title="model", fontsize=7, loc="outside right upper")
     what = {"qtype": "question form", "source": "image source"}.get(group_by, group_by)
     fig.suptitle(f"Results per {what} and model (error bars: confidence interval)")
     kinds = sorted({k for v in (sub["annotator_kind"] if "annotator_kind" in sub.columns else [])

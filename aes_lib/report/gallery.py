@@ -51,6 +51,12 @@ def _links_html(files: Sequence[str]) -> str:
                       for f in files)
 
 
+def _image_html(png: str, name: str) -> str:
+    """The figure, shrunk to the page; a click opens it at full size (wide figures need it)."""
+    return (f'<a href="{html.escape(png)}" title="open at full size"><img src="{html.escape(png)}" '
+            f'alt="{html.escape(name)}"></a>')
+
+
 def render_html(out_dir: Path, report: Mapping[str, Any]) -> str:
     parts = [f"<h1>{html.escape(TITLE)}</h1>", f"<p>{INTRO}</p>"]
     names = list(report.get("figures", {})) + list(report.get("tables", {}))
@@ -64,17 +70,15 @@ def render_html(out_dir: Path, report: Mapping[str, Any]) -> str:
     parts.append("<h2>Figures</h2>")
     for name, fig in report.get("figures", {}).items():
         png = next(f for f in fig["files"] if f.endswith(".png"))
-        parts.append(f'<figure id="{html.escape(name)}"><img src="{html.escape(png)}" '
-                     f'alt="{html.escape(name)}"><figcaption><strong>{html.escape(name)}</strong>. '
-                     f'{html.escape(fig["caption"])} <span class="files">{_links_html(fig["files"])}'
-                     "</span></figcaption></figure>")
+        parts.append(f'<figure id="{html.escape(name)}">{_image_html(png, name)}<figcaption><strong>'
+                     f'{html.escape(name)}</strong>. {html.escape(fig["caption"])} <span class="files">'
+                     f'{_links_html(fig["files"])}</span></figcaption></figure>')
     if report.get("other_figures"):
         parts.append("<h2>Figures from earlier notebooks</h2>")
         for name, fig in report["other_figures"].items():
             png = next(f for f in fig["files"] if f.endswith(".png"))
-            parts.append(f'<figure id="{html.escape(name)}"><img src="{html.escape(png)}" '
-                         f'alt="{html.escape(name)}"><figcaption><strong>{html.escape(name)}'
-                         f'</strong>. {html.escape(fig["caption"])} <span class="files">'
+            parts.append(f'<figure id="{html.escape(name)}">{_image_html(png, name)}<figcaption><strong>'
+                         f'{html.escape(name)}</strong>. {html.escape(fig["caption"])} <span class="files">'
                          f'{_links_html(fig["files"])}</span></figcaption></figure>')
     parts.append("<h2>Tables</h2>")
     for name, tab in report.get("tables", {}).items():

@@ -393,10 +393,12 @@ def train(cfg: TrainConfig, stop_after: int = 0) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from aes_lib.models import load_model_and_processor
+    from aes_lib.threads import apply_thread_policy
     from aes_lib.train.launch import check_cpu_launch
     from aes_lib.train.memory import log_memory_plan
 
     check_cpu_launch()
+    apply_thread_policy()   # half the cores by default: a busy laptop slows down, not to a crawl
     precision = resolve_precision(cfg)
     logging.getLogger("accelerate").setLevel(max(logging.WARNING, logging.getLogger("accelerate").level))
     accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no",

@@ -1,22 +1,17 @@
-"""The loss curve as notebook 03 shows it (notebook 05 draws the gallery's version)."""
+"""The loss curve of notebook 03: the very figure notebook 05 puts in the gallery, so the two
+notebooks smooth the same loss the same way (a debiased exponential moving average)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 
-def plot_loss_curve(loss_csv: str | Path, window: int = 20):
-    """Per-step training loss with a ``window``-step running mean; returns the figure."""
-    import matplotlib.pyplot as plt
+def plot_loss_curve(loss_csv: str | Path, smoothing: float = 0.9):
+    """Per-step training loss, its debiased EMA (factor ``smoothing``) and the learning rate;
+    returns the figure (``aes_lib.report.figures.fig_loss_curve`` on ``loss_csv``)."""
     import pandas as pd
 
+    from aes_lib.report.figures import fig_loss_curve
     from aes_lib.train.loop import read_loss_csv
 
-    loss = pd.DataFrame(read_loss_csv(loss_csv))
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.plot(loss.step, loss.loss, alpha=0.35, label="training loss per step")
-    ax.plot(loss.step, loss.loss.rolling(window, min_periods=1).mean(), label=f"{window}-step mean")
-    ax.set(xlabel="optimizer step", ylabel="cross-entropy (assistant tokens)",
-           title="Fine-tuning loss, measured by this run")
-    ax.legend()
-    return fig
+    return fig_loss_curve(pd.DataFrame(read_loss_csv(loss_csv)), smoothing)
