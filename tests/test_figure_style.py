@@ -53,7 +53,8 @@ def test_empty_split_and_empty_radar_series_have_no_legend_entry():
     columns = {"AesP": ("AesP", 100.0), "AesE": ("AesE", 100.0), "AesA": ("AesA", 100.0)}
     fig = F.fig_radar_aesbench({"A": {"AesP": 50.0}, "B": {}}, {"base": {"AesP": 40.0}, "finetuned": {}},
                                columns, "reported by X")
-    labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    labels = [t.get_text() for legend in legends for t in legend.get_texts()]
     assert labels == ["A", "base"]
 
 
