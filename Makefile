@@ -11,8 +11,10 @@ STAMP := $(VENV)/.installed
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 KERNEL_ARGS := --prefix $(VENV) --name aes-companion --display-name "AesExpert Companion"
 CHROMIUM ?= /usr/bin/chromium
+# Debian packages whose photographs complete AesMMIT-mini's full photo set (aes_lib/assets/photos.yaml)
+PHOTO_PACKAGES := lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 mate-backgrounds opencv-doc plasma-workspace-wallpapers
 
-.PHONY: venv browser reproduce test lab strip clean
+.PHONY: venv browser photos reproduce test lab strip clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +25,25 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-reproduce: $(STAMP)
+# The full photo set needs Debian packages: installed here when run as root with apt-get (as CI
+# is); elsewhere (macOS, Windows, no root) the build falls back to the 16 pip-package photos.
+photos:
+	@if dpkg -s $(PHOTO_PACKAGES) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing the full photo set's Debian packages: $(PHOTO_PACKAGES)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q --no-install-recommends $(PHOTO_PACKAGES) >/dev/null \
+	  || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(PHOTO_PACKAGES) >/dev/null; } \
+	  || echo "warning: apt-get could not install $(PHOTO_PACKAGES); AesMMIT-mini uses photo set mini-16"; \
+	else \
+	  echo "note: the full photo set needs the Debian packages $(PHOTO_PACKAGES) (apt-get as root);"; \
+	  echo "      without them AesMMIT-mini uses photo set mini-16 (docs/data.md)"; \
+	fi
+
+reproduce: $(STAMP) photos
 	$(BIN)/aes reproduce --profile $(PROFILE)
 
-test: $(STAMP) browser
+test: $(STAMP) browser photos
 	$(BIN)/python -m pytest
 
 # Debian's Chromium for tests/test_browser_lab.py (Playwright drives it; it never downloads a

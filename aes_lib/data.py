@@ -1,7 +1,10 @@
 """Stage 0: AesMMIT-mini, a small dataset of real photos with degraded variants of known strength.
 
-The photos ship inside installed pip packages (scikit-image, scikit-learn, matplotlib) and load
-with no download; ``aes_lib/assets/photos.yaml`` lists them with their licences and hand-written
+The photos load with no download from installed packages: 16 ship inside pip packages
+(scikit-image, scikit-learn, matplotlib) and install everywhere (photo set ``mini-16``); the rest
+come from Debian packages of desktop wallpapers and OpenCV's sample data, which ``make photos``
+installs with apt-get (the full set, the default where those packages are installed).
+``aes_lib/assets/photos.yaml`` lists every photo with its package, licence and hand-written
 traits. Each photo gets deterministic degraded variants (exposure, blur, noise, JPEG, colour,
 tilt, crop) whose kind and strength are recorded, so later questions about technical quality and
 colour have checkable answers. Splits are by source photo: no photo's variants cross splits.
@@ -30,13 +33,19 @@ log = logging.getLogger(__name__)
 
 DATASET_NAME = "AesMMIT-mini"
 MANIFEST_VERSION = 1
+#: loader prefix of photos read from a file that a Debian package installs
+SYSTEM_PREFIX = "debian:"
+PHOTO_SET_CHOICES = ("auto", "full", "mini")
 
 
 @dataclass
 class DataConfig(Config):
     out: str = field(default="outputs/data", metadata={"help": "folder for images/ and manifest.json"})
     max_side: int = field(default=256, metadata={"help": "longest image side in pixels after resizing"})
-    photos: list = field(default_factory=list, metadata={"help": "photo ids to use (empty = all)"})
+    photos: list = field(default_factory=list, metadata={"help": "photo ids to use (empty = the photo set)"})
+    photo_set: str = field(default="auto", metadata={
+        "help": "auto (full where its Debian packages are installed, else mini), full (all photos), "
+                "mini (the pip-package photos only); ignored when photos is given"})
     degradations: list = field(default_factory=lambda: [d for d in DEGRADATIONS if d != "none"],
                                metadata={"help": "degradation kinds to apply to every photo"})
     split_fractions: list = field(default_factory=lambda: [0.625, 0.1875, 0.1875],
@@ -45,6 +54,7 @@ class DataConfig(Config):
 
     def check(self) -> None:
         require(32 <= self.max_side <= 4096, "max_side", "must be between 32 and 4096")
+        require(self.photo_set in PHOTO_SET_CHOICES, "photo_set", f"must be one of {list(PHOTO_SET_CHOICES)}")
         unknown = sorted(set(self.degradations) - set(DEGRADATIONS) - {"none"})
         require(not unknown, "degradations", f"unknown kinds {unknown}; known: {DEGRADATIONS[1:]}")
         require(len(self.split_fractions) == 3 and abs(sum(self.split_fractions) - 1) < 1e-6
@@ -63,10 +73,92 @@ def load_photo_catalogue() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def load_photo(loader: str):
-    """Load a photo named ``package.name`` as an RGB PIL image, without any download."""
+def is_system_photo(photo: dict[str, Any]) -> bool:
+    """True for a photo read from a file a Debian package installs (not from a pip package)."""
+    return str(photo["loader"]).startswith(SYSTEM_PREFIX)
+
+
+def system_photo_path(photo: dict[str, Any]) -> Path:
+    return Path(str(photo["loader"])[len(SYSTEM_PREFIX):])
+
+
+def system_packages(catalogue: list[dict[str, Any]] | None = None) -> list[str]:
+    """The Debian packages the full photo set reads from, sorted."""
+    catalogue = load_photo_catalogue()["photos"] if catalogue is None else catalogue
+    return sorted({p["package"] for p in catalogue if is_system_photo(p)})
+
+
+def missing_system_photos(catalogue: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The catalogue's Debian-package photos whose file is not installed here."""
+    catalogue = load_photo_catalogue()["photos"] if catalogue is None else catalogue
+    return [p for p in catalogue if is_system_photo(p) and not system_photo_path(p).is_file()]
+
+
+def install_hint(packages: list[str]) -> str:
+    return (f"install the Debian package(s) {' '.join(packages)} (as root: `make photos`, or "
+            f"`apt-get install {' '.join(packages)}`); on macOS or Windows use photo_set='mini'")
+
+
+def photo_set_name(kind: str, n_photos: int) -> str:
+    """The photo set's label, e.g. ``full-70`` or ``mini-16``: numbers from different sets never compare."""
+    return f"{kind}-{n_photos}"
+
+
+def select_photos(cfg: "DataConfig") -> tuple[list[dict[str, Any]], str]:
+    """The catalogue entries a build uses and the photo set's name.
+
+    ``photos`` given: exactly those (set ``custom-N``, unless they are a whole set). Otherwise
+    ``photo_set``: ``mini`` is the pip-package photos, ``full`` all of them; ``auto`` is ``full``
+    when every Debian-package photo is installed, ``mini`` (with a warning) when none is, and an
+    error naming the missing files when only some are (a half-installed set is never used quietly).
+    """
+    catalogue = load_photo_catalogue()["photos"]
+    mini = [p for p in catalogue if not is_system_photo(p)]
+    if cfg.photos:
+        chosen = [p for p in catalogue if p["id"] in cfg.photos]
+        kind = "mini" if chosen == mini else "full" if chosen == catalogue else "custom"
+    else:
+        kind = cfg.photo_set
+        if kind == "auto":
+            missing = missing_system_photos(catalogue)
+            n_system = sum(map(is_system_photo, catalogue))
+            if not missing:
+                kind = "full"
+            elif len(missing) == n_system:
+                log.warning("the Debian-package photos are not installed: building photo set %s; for "
+                            "the full set, %s", photo_set_name("mini", len(mini)),
+                            install_hint(system_packages(catalogue)))
+                kind = "mini"
+            else:
+                raise FileNotFoundError(
+                    f"{len(missing)} of {n_system} Debian-package photos missing, first: "
+                    f"{system_photo_path(missing[0])}; {install_hint(sorted({p['package'] for p in missing}))}")
+        chosen = mini if kind == "mini" else catalogue
+    return chosen, photo_set_name(kind, len(chosen))
+
+
+def load_photo(loader: str, max_side: int | None = None):
+    """Load a photo as an RGB PIL image, without any download.
+
+    ``loader`` is ``package.name`` for a photo inside a pip package, or ``debian:/path`` for a file
+    a Debian package installs. ``max_side`` lets a large JPEG decode at a reduced scale (at least
+    twice that side), which is exact and deterministic but much faster.
+    """
     from PIL import Image
 
+    if loader.startswith(SYSTEM_PREFIX):
+        path = Path(loader[len(SYSTEM_PREFIX):])
+        if not path.is_file():
+            raise FileNotFoundError(f"photo file {path} not found: its Debian package is not installed "
+                                    f"(`make photos` as root installs every package of the full set)")
+        with Image.open(path) as im:
+            if max_side and im.format == "JPEG":
+                im.draft("RGB", (2 * max_side, 2 * max_side))
+            if im.mode in ("RGBA", "LA", "P"):
+                im = im.convert("RGBA")
+                if np.asarray(im)[..., 3].min() < 255:
+                    raise ValueError(f"photo file {path}: has transparent pixels; not a photograph")
+            return im.convert("RGB")
     package, _, name = loader.rpartition(".")
     if package == "skimage.data":
         import skimage.data
@@ -236,11 +328,11 @@ def build_dataset(cfg: DataConfig | None = None, progress: bool = True) -> Path:
 
     cfg = cfg or DataConfig()
     out = Path(cfg.out)
-    catalogue = [p for p in load_photo_catalogue()["photos"] if not cfg.photos or p["id"] in cfg.photos]
+    catalogue, photo_set = select_photos(cfg)
     splits = assign_splits([p["id"] for p in catalogue], tuple(cfg.split_fractions), cfg.seed)
     records: list[ImageRecord] = []
     for photo in tqdm(catalogue, desc="photos", disable=not progress):
-        base = resize_max_side(load_photo(photo["loader"]), cfg.max_side)
+        base = resize_max_side(load_photo(photo["loader"], cfg.max_side), cfg.max_side)
         gray = is_grayscale(base)
         variants = [("none", 0.0, base, {})]
         for kind in cfg.degradations:
@@ -262,10 +354,10 @@ def build_dataset(cfg: DataConfig | None = None, progress: bool = True) -> Path:
                 title=photo["title"], category=photo["category"], degradation=kind,
                 strength=strength, params=params, traits={**photo["traits"], "grayscale": gray}))
     settings = {k: v for k, v in cfg.to_dict().items() if k != "out"}  # where it went is not what it is
-    manifest = {"name": DATASET_NAME, "version": MANIFEST_VERSION, "config": settings,
-                "images": [r.to_dict() for r in records]}
+    manifest = {"name": DATASET_NAME, "version": MANIFEST_VERSION, "photo_set": photo_set,
+                "config": settings, "images": [r.to_dict() for r in records]}
     path = write_json(out / "manifest.json", manifest)
-    log.info("wrote %d images of %d photos to %s", len(records), len(catalogue), out)
+    log.info("wrote %d images of %d photos (photo set %s) to %s", len(records), len(catalogue), photo_set, out)
     return path
 
 
@@ -278,6 +370,7 @@ class Dataset:
     root: Path
     images: list[ImageRecord]
     name: str = DATASET_NAME
+    photo_set: str = ""   # e.g. full-70 or mini-16; numbers from different photo sets never compare
 
     def path(self, record: ImageRecord) -> Path:
         return self.root / record.file
@@ -294,7 +387,8 @@ def load_manifest(path: str | Path, check_files: bool = True) -> Dataset:
     path = Path(path)
     data = read_json(path)
     records = manifest_records(data, str(path))
-    dataset = Dataset(root=path.parent, images=records, name=data.get("name", DATASET_NAME))
+    dataset = Dataset(root=path.parent, images=records, name=data.get("name", DATASET_NAME),
+                      photo_set=str(data.get("photo_set", "")))
     if check_files:
         missing = [r for r in records if not dataset.path(r).is_file()]
         if missing:
@@ -366,9 +460,23 @@ def counts(dataset: Dataset):
     return df
 
 
+def sheet_photos(dataset: Dataset, max_photos: int) -> list[str]:
+    """Up to ``max_photos`` source photos, taken in turn from each source package (manifest order)."""
+    by_package: dict[str, list[str]] = {}
+    for r in dataset.images:
+        group = by_package.setdefault(r.source_package, [])
+        if r.source_photo not in group:
+            group.append(r.source_photo)
+    chosen: list[str] = []
+    for rank in range(max((len(g) for g in by_package.values()), default=0)):
+        chosen += [g[rank] for g in by_package.values() if rank < len(g)]
+    return chosen[:max_photos]
+
+
 def contact_sheet(dataset: Dataset, out_stem: str | Path, columns: int | None = None,
-                  thumb_inches: float = 1.1) -> list[Path]:
-    """A grid of thumbnails, one row per source photo, one column per degradation; PDF + PNG."""
+                  thumb_inches: float = 1.1, max_photos: int = 16) -> list[Path]:
+    """A grid of thumbnails, one row per source photo, one column per degradation; PDF + PNG.
+    At most ``max_photos`` rows, taken in turn from each source package."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -378,7 +486,8 @@ def contact_sheet(dataset: Dataset, out_stem: str | Path, columns: int | None = 
     from aes_lib.style import apply_style
 
     apply_style()
-    photos = list(dict.fromkeys(r.source_photo for r in dataset.images))
+    n_photos = len({r.source_photo for r in dataset.images})
+    photos = sheet_photos(dataset, max_photos)
     kinds = [k for k in DEGRADATIONS if any(r.degradation == k for r in dataset.images)]
     grid = {(r.source_photo, r.degradation): r for r in dataset.images}
     fig, axes = plt.subplots(len(photos), len(kinds), squeeze=False, layout="constrained",
@@ -402,9 +511,13 @@ def contact_sheet(dataset: Dataset, out_stem: str | Path, columns: int | None = 
                 split = grid[(photo, "none")].split if (photo, "none") in grid else ""
                 ax.set_ylabel(f"{photo.replace('_', ' ')}\n({split})", fontsize=6, rotation=0, ha="right",
                               va="center")
-    blank = len(photos) * len(kinds) - len(dataset.images)
-    fig.suptitle(f"{dataset.name}: {len(dataset.images)} images, {len(photos)} photos in up to {len(kinds)} "
-                 "versions" + (f" ({blank} blank: a grey photo has no desaturated version)" if blank else "")
+    shown = f"{len(photos)} of {n_photos} photos" if len(photos) < n_photos else f"{n_photos} photos"
+    set_label = f" (photo set {dataset.photo_set})" if dataset.photo_set else ""
+    blank = sum((p, k) not in grid for p in photos for k in kinds)
+    fig.suptitle(f"{dataset.name}{set_label}: {shown} in up to {len(kinds)} versions, "
+                 f"{len(dataset.images)} images in all"
+                 + (f" ({blank} blank cells: a version not made for that photo, e.g. no desaturated "
+                    "copy of a grey photo)" if blank else "")
                  + "; s = degradation strength (1 = strongest)", fontsize=9)
     from aes_lib.style import save_figure
 
@@ -424,21 +537,28 @@ def register_cli(sub) -> None:
     b.add_argument("--out", default=DataConfig.out, help="output folder (default: %(default)s)")
     b.add_argument("--max-side", type=int, default=256, help="longest side in pixels (default: 256)")
     b.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
-    b.add_argument("--photos", nargs="*", default=[], help="photo ids to use (default: all)")
+    b.add_argument("--photos", nargs="*", default=[], help="photo ids to use (default: the photo set)")
+    b.add_argument("--photo-set", default="auto", choices=PHOTO_SET_CHOICES,
+                   help="auto: full where its Debian packages are installed, else mini (default: auto)")
     b.set_defaults(func=_cli_build)
     v = dsub.add_parser("verify", help="check every image of a manifest")
     v.add_argument("manifest", help="path to manifest.json")
     v.add_argument("--rejects", help="write problems to this JSONL file and go on instead of stopping")
     v.set_defaults(func=_cli_verify)
     ls = dsub.add_parser("photos", help="list the source photos with package and licence")
+    ls.add_argument("--packages", action="store_true",
+                    help="print only the Debian packages the full photo set needs, one per line")
     ls.set_defaults(func=_cli_photos)
 
 
 def _cli_build(args) -> int:
-    cfg = DataConfig.from_dict(out=args.out, max_side=args.max_side, seed=args.seed, photos=args.photos)
+    cfg = DataConfig.from_dict(out=args.out, max_side=args.max_side, seed=args.seed, photos=args.photos,
+                               photo_set=args.photo_set)
     path = build_dataset(cfg)
     dataset = load_manifest(path)
-    print(f"{len(dataset.images)} images written; manifest: {path}")
+    n_photos = len({r.source_photo for r in dataset.images})
+    print(f"{len(dataset.images)} images written ({n_photos} photos, photo set {dataset.photo_set}); "
+          f"manifest: {path}")
     return 0
 
 
@@ -456,6 +576,12 @@ def _cli_verify(args) -> int:
 
 
 def _cli_photos(args) -> int:
-    for p in load_photo_catalogue()["photos"]:
-        print(f"{p['id']:22s} {p['package']:13s} {p['licence']}")
+    catalogue = load_photo_catalogue()["photos"]
+    if args.packages:
+        print("\n".join(system_packages(catalogue)))
+        return 0
+    missing = {p["id"] for p in missing_system_photos(catalogue)}
+    for p in catalogue:
+        where = "pip" if not is_system_photo(p) else "debian, not installed" if p["id"] in missing else "debian"
+        print(f"{p['id']:20s} {p['package']:27s} {where:22s} {p['licence']}")
     return 0

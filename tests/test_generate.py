@@ -435,3 +435,43 @@ def test_max_critiques_spreads_over_the_splits(inputs):
     result = generate(GenerateConfig(max_critiques=6), inputs, progress=False)
     assert result["stats"]["n_critiques"] == 6
     assert all(n > 0 for n in result["stats"]["counts_by_split"].values())
+
+
+def test_mcq_items_are_laid_out_as_the_benchmark_with_options_in_random_order(inputs):
+    from collections import Counter
+
+    generate(GenerateConfig(prompt_version="v2"), inputs, progress=False)
+    ins, crit, _ = load(inputs)
+    mcq = [i for i in ins if i.options]
+    assert len(mcq) >= 60
+    for i in mcq:
+        listed = "\n".join(f"{chr(65 + k)}. {o}" for k, o in enumerate(i.options))
+        question = i.conversations[0]["value"].split("\n")[1]
+        assert i.conversations[0]["value"] == "<image>\n" + EVAL_MCQ.format(question=question, options=listed).strip()
+        assert i.conversations[1]["value"] == f"{i.answer}. {correct_text(i)}"
+        assert agrees(i, crit[i.critique_ids[0]])  # shuffling kept the answer on the right option text
+    # the position says nothing: answers fall on every letter, and each ordered scale comes in several orders
+    yes_no = [i for i in mcq if i.qtype == "yes-no"]
+    assert {tuple(i.options) for i in yes_no} == {("Yes", "No"), ("No", "Yes")}
+    share_a = Counter(i.answer for i in yes_no)["A"] / len(yes_no)
+    assert 0.3 < share_a < 0.7, share_a
+    for qtype in ("how", "level"):
+        items = [i for i in mcq if i.qtype == qtype]
+        assert len({tuple(i.options) for i in items}) >= 3, qtype
+        assert set(Counter(i.answer for i in items)) == {"A", "B", "C"}, qtype
+    letters = Counter(i.answer for i in mcq)
+    assert max(letters.values()) / len(mcq) < 0.45, letters
+
+
+def test_v1_keeps_its_fixed_option_order():
+    assert load_templates("offline_v1")["option_order"] == "fixed" and T["option_order"] == "shuffled"
+    from aes_lib.generate.offline import shuffle_options
+
+    d = {"options": ["Yes", "No"], "correct": 1}
+    orders = set()
+    for k in range(20):
+        e = dict(d)
+        shuffle_options(e, rng_for(k, "x"))
+        orders.add(tuple(e["options"]))
+        assert e["options"][e["correct"]] == "No"
+    assert orders == {("Yes", "No"), ("No", "Yes")}

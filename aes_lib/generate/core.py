@@ -150,8 +150,8 @@ def check_draft(d: dict[str, Any], c: Critique, t: dict) -> str | None:
     attr = d["attribute"]
     if attr not in c.attributes:
         return f"attribute {attr!r} was not judged in the critique"
-    if d["qtype"] == "yes-no" and [o.lower() for o in options] != ["yes", "no"]:
-        return "yes-no options must be exactly Yes, No"
+    if d["qtype"] == "yes-no" and sorted(o.lower() for o in options) != ["no", "yes"]:
+        return "yes-no options must be exactly Yes and No (in either order)"
     if d.get("defect"):  # about a named defect: the answer must be the one the critique's text gives
         want = offline.defect_answer(d, c, t)
         if want is None:

@@ -41,6 +41,8 @@ def load_templates(version: str = "offline_v1") -> dict[str, Any]:
         data["mcq_template_text"] = tpath.read_text(encoding="utf-8")
     elif "mcq_suffix" not in data or "mcq_instruction" not in data:
         raise ValueError(f"{path}: needs mcq_template, or mcq_suffix and mcq_instruction")
+    if data.setdefault("option_order", "fixed") not in ("fixed", "shuffled"):
+        raise ValueError(f"{path}: option_order must be 'fixed' or 'shuffled', got {data['option_order']!r}")
     if "defects" in data:
         for key in ("negations", "clean_cues", "none_option", "defect_why_option", "defect_questions"):
             if key not in data:
@@ -207,7 +209,20 @@ def assemble(c: Critique, refined: dict, t: dict, seed: int, n_perception: int, 
                           a["worst"].format(attr=label[worst], word=free_word(c.attributes[worst], t))))
         drafts.append({"slot": "conv", "type": "conversation", "qtype": "multi-turn", "attribute": "",
                        "turns": turns})
+    if t["option_order"] == "shuffled":
+        for d in drafts:
+            if "options" in d:
+                shuffle_options(d, rng_for(seed, c.id, "layout", d["slot"]))
     return drafts
+
+
+def shuffle_options(draft: dict[str, Any], rng: random.Random) -> None:
+    """Put a multiple-choice draft's options in a random order (every order equally likely, as the
+    benchmark's), keeping ``correct`` on the same option text."""
+    answer = draft["options"][draft["correct"]]
+    options = list(draft["options"])
+    rng.shuffle(options)
+    draft["options"], draft["correct"] = options, options.index(answer)
 
 
 def _open(slot: str, typ: str, question: str, answer: str) -> dict[str, Any]:
