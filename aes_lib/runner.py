@@ -5,7 +5,8 @@ per-notebook time limit, with its cell output logged to ``<out>/logs/``. Paramet
 profile (``smoke``, ``cpu``, ``gpu`` or a YAML file); a key no notebook declares, or a value of
 the wrong type, stops the run before anything executes. Executed copies go to
 ``<out>/notebooks/``; the run stops at the first failing notebook and names the failing cell.
-At the end ``<out>/run_manifest.json`` records what ran, with what, and the hash of every output.
+At the end ``<out>/run_manifest.json`` records what ran, with what, and the hash of every file
+this run's notebooks wrote (other files under ``<out>`` are listed by name).
 
 Each run's outputs are its own. Every numbered notebook owns the files it writes
 (:data:`OWNED_OUTPUTS`, by its two-digit number, and whatever the last manifest says it wrote);
