@@ -5,7 +5,8 @@ per-notebook time limit, with its cell output logged to ``<out>/logs/``. Paramet
 profile (``smoke``, ``cpu``, ``gpu`` or a YAML file); a key no notebook declares, or a value of
 the wrong type, stops the run before anything executes. Executed copies go to
 ``<out>/notebooks/``; the run stops at the first failing notebook and names the failing cell.
-At the end ``<out>/run_manifest.json`` records what ran, with what, and the hash of every output.
+At the end ``<out>/run_manifest.json`` records what ran, with what, and the hash of every file
+this run's notebooks wrote (other files under ``<out>`` are listed by name).
 
 Each run's outputs are its own. Every numbered notebook owns the files it writes
 (:data:`OWNED_OUTPUTS`, by its two-digit number, and whatever the last manifest says it wrote);
@@ -14,6 +15,11 @@ hashed as this run's. A full run clears every notebook's outputs first; ``--from
 NN and everything after it; ``--only`` clears only the notebooks it runs, and keeps the others'
 files and manifest records, marked with the run that produced them. Stores of human work and
 caches of paid requests (:data:`KEPT_FILES`) are never deleted.
+
+Clearing deletes only in a folder the project wrote (:func:`claim_output_folder`): a folder that
+is not empty and holds no ``run_manifest.json`` (nor the mark the runner and the notebooks leave,
+:data:`OUTPUT_MARK`), and not just the repository's ``outputs/README.md``, is refused with an
+error naming it and nothing deleted, unless the user forces it (``aes reproduce --force-clear``).
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ RECORDED_PACKAGES = ("aes-lib", "torch", "transformers", "peft", "accelerate", "
 
 #: What each numbered notebook writes under the output folder (globs relative to it, ``**`` =
 #: everything below); the first matching pattern names the owner. The runner adds each
-#: notebook's executed copy and log. Notebooks 04 and 05 also clear their own at their start
+#: notebook's executed copy and log. Every notebook also clears its own at its start
 #: (:func:`clear_outputs`), so running them one by one in JupyterLab leaves no stale files either.
 OWNED_OUTPUTS: tuple[tuple[str, str], ...] = (
     ("figures/fig_contact_sheet.*", "00"),
@@ -62,14 +68,25 @@ OWNED_OUTPUTS: tuple[tuple[str, str], ...] = (
     ("index.md", "05"),
     ("report.json", "05"),
 )
-#: Never deleted: annotations people made in the tool, and caches of paid API requests.
+#: Never deleted: annotations people made in the tool, and caches of paid API requests (with
+#: SQLite's companion files: a store open in a kernel keeps its latest writes in ``-wal``).
 KEPT_FILES = ("critiques/critiques.db", "instructions/llm_cache.sqlite", "eval/api_cache.db",
               "README.md")
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 MANIFEST = "run_manifest.json"
+#: Left in an output folder by the runner and by a notebook clearing its own files: the folder
+#: is the project's, so clearing may delete the project's files in it.
+OUTPUT_MARK = ".written-by-aes-companion"
+#: What the project writes at the top of an output folder (beside :data:`OWNED_OUTPUTS`' folders).
+PROJECT_TOP_NAMES = ("notebooks", "logs", MANIFEST, OUTPUT_MARK, "README.md", ".ipynb_checkpoints")
 
 
 class RunnerError(RuntimeError):
     """The run cannot start or a notebook failed; the message says which and why."""
+
+
+class ForeignFolderError(RunnerError):
+    """The output folder holds files the project did not write; nothing was deleted."""
 
 
 # --- profiles ---------------------------------------------------------------------------------
@@ -196,7 +213,7 @@ def _files(out_abs: Path) -> dict[str, tuple[int, int]]:
     found = {}
     for p in out_abs.rglob("*"):
         rel = p.relative_to(out_abs).as_posix()
-        if p.is_file() and rel != MANIFEST and not rel.startswith("logs/"):
+        if p.is_file() and rel not in (MANIFEST, OUTPUT_MARK) and not rel.startswith("logs/"):
             st = p.stat()
             found[rel] = (st.st_mtime_ns, st.st_size)
     return found
@@ -208,7 +225,8 @@ def _remove(out_abs: Path, rels: list[str]) -> int:
     removed = 0
     rels = [r for r in set(rels) if not Path(r).is_absolute() and ".." not in Path(r).parts]
     for rel in sorted(rels):
-        if rel in KEPT_FILES:
+        if rel == OUTPUT_MARK or any(rel in (kept, *(kept + c for c in SQLITE_COMPANIONS))
+                                     for kept in KEPT_FILES):
             continue
         path = out_abs / rel
         if path.is_file() or path.is_symlink():
@@ -221,15 +239,49 @@ def _remove(out_abs: Path, rels: list[str]) -> int:
     return removed
 
 
+def _project_layout(out_abs: Path) -> bool:
+    """Every entry at the top of ``out_abs`` is a name the project writes there."""
+    names = {pattern.split("/")[0] for pattern, _ in OWNED_OUTPUTS} | set(PROJECT_TOP_NAMES)
+    return all(p.name in names for p in out_abs.iterdir())
+
+
+def claim_output_folder(out_dir: str | Path, force: bool = False, layout_ok: bool = False) -> Path:
+    """Make sure clearing under ``out_dir`` can only delete the project's files, then leave
+    :data:`OUTPUT_MARK` in it (creating the folder). Returns the folder.
+
+    The folder passes when it does not exist, is empty, holds only ``README.md`` (the
+    repository's ``outputs/README.md``), or holds ``run_manifest.json`` or the mark. With
+    ``layout_ok`` (a notebook clearing itself, perhaps after earlier notebooks were run one by
+    one in JupyterLab, which write no manifest) it also passes when every entry at its top is a
+    name the project writes (``data``, ``eval``, ``figures``, ..., see :data:`OWNED_OUTPUTS`).
+    Otherwise it raises :class:`ForeignFolderError` naming the folder, unless ``force``."""
+    out_abs = Path(out_dir)
+    if out_abs.exists() and not out_abs.is_dir():
+        raise ForeignFolderError(f"{out_abs}: output folder is a file; nothing deleted")
+    entries = {p.name for p in out_abs.iterdir()} if out_abs.is_dir() else set()
+    ours = (entries <= {"README.md"} or MANIFEST in entries or OUTPUT_MARK in entries
+            or (layout_ok and _project_layout(out_abs)))
+    if not ours and not force:
+        raise ForeignFolderError(
+            f"{out_abs}: not empty and not written by this project (no {MANIFEST}); nothing deleted. "
+            "Choose an empty or new output folder, or clear it anyway with "
+            "`aes reproduce --force-clear` (clear_outputs(..., force=True) in a notebook)")
+    out_abs.mkdir(parents=True, exist_ok=True)
+    (out_abs / OUTPUT_MARK).touch()
+    return out_abs
+
+
 def clear_outputs(out_dir: str | Path, notebook: str, produced_by: dict[str, str] | None = None,
-                  runner_files: bool = False) -> int:
+                  runner_files: bool = False, force: bool = False) -> int:
     """Delete what ``notebook`` (a stem like ``04_evaluate`` or its number) writes under
     ``out_dir``: the files :data:`OWNED_OUTPUTS` gives it, those ``produced_by`` (a manifest's
     ``{path: notebook stem}``) attributes to it and, with ``runner_files``, its executed copy and
     log. Kept files (:data:`KEPT_FILES`) stay. Returns how many files were deleted.
 
-    A notebook calls it on itself at its start (so a run in JupyterLab is clean too)."""
-    out_abs = Path(out_dir)
+    Every notebook calls it on itself at its start (so a run in JupyterLab is clean too). It
+    deletes nothing in a folder that is not the project's (:func:`claim_output_folder`, with
+    ``layout_ok``): it raises :class:`ForeignFolderError` instead, unless ``force``."""
+    out_abs = claim_output_folder(out_dir, force=force, layout_ok=True)
     number = notebook[:2]
     rels = [rel for rel in _files(out_abs) if owner_of(rel) == number]
     rels += [rel for rel, stem in (produced_by or {}).items() if stem[:2] == number]
@@ -398,9 +450,11 @@ def _record(run: NotebookRun, run_id: str, profile: str, out_abs: Path) -> dict[
 def reproduce(profile: str | Path = "cpu", notebooks_dir: str | Path = "notebooks",
               out_dir: str | Path = "outputs", cwd: str | Path = ".", start: str | None = None,
               only: list[str] | None = None, timeout: int = 1800,
-              overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+              overrides: dict[str, Any] | None = None, force_clear: bool = False) -> dict[str, Any]:
     """Run the chain; return the run manifest. Raises :class:`RunnerError` on the first failure
-    (after writing the manifest, which then names the failing cell and the notebooks not run)."""
+    (after writing the manifest, which then names the failing cell and the notebooks not run),
+    and :class:`ForeignFolderError`, before anything runs or is deleted, when ``out_dir`` is not
+    the project's (:func:`claim_output_folder`) and ``force_clear`` is not set."""
     cwd = Path(cwd).resolve()
     out = Path(out_dir)
     out_abs = out if out.is_absolute() else cwd / out
@@ -411,7 +465,7 @@ def reproduce(profile: str | Path = "cpu", notebooks_dir: str | Path = "notebook
     profile_name, profile_data = load_profile(profile)
     # validate against every notebook, so a typo is caught even when running part of the chain
     resolved_all = resolve_parameters(profile_data, all_notebooks, profile_name, overrides)
-    out_abs.mkdir(parents=True, exist_ok=True)
+    claim_output_folder(out_abs, force=force_clear)
     partial = bool(start or only)
     previous = _previous_manifest(out_abs) if partial else {}
     prev_records = {r.get("name"): r for r in previous.get("notebooks", []) if isinstance(r, dict)}
@@ -548,6 +602,9 @@ def register_cli(sub) -> None:
     p.add_argument("--from", dest="start", metavar="NN", help="start at notebook NN")
     p.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks")
     p.add_argument("--timeout", type=int, default=1800, help="seconds per notebook (default: 1800)")
+    p.add_argument("--force-clear", action="store_true",
+                   help="clear the project's folders (data/, eval/, figures/, ...) under --out even when "
+                        "the folder holds files this project did not write (refused otherwise)")
     p.set_defaults(func=_cli_reproduce)
     s = sub.add_parser("strip", help="remove outputs from notebooks before committing")
     s.add_argument("paths", nargs="+", help="notebook files")
@@ -557,7 +614,10 @@ def register_cli(sub) -> None:
 def _cli_reproduce(args) -> int:
     try:
         manifest = reproduce(args.profile, args.notebooks, args.out, args.cwd, args.start, args.only,
-                             args.timeout)
+                             args.timeout, force_clear=args.force_clear)
+    except ForeignFolderError as e:   # a user error: exit 2, like every stage's
+        print(f"aes reproduce: error: {e}", file=sys.stderr)
+        return 2
     except RunnerError as e:
         print(f"aes reproduce: {e}", file=sys.stderr)
         return 1

@@ -236,7 +236,8 @@ def test_notebook_shows_the_tool_only_when_interactive(mini_dataset, tmp_path, i
 
     repo = Path(__file__).parents[1]
     shutil.copytree(mini_dataset.parent, tmp_path / "data")
-    executed = tmp_path / "01.ipynb"
+    executed = tmp_path / "notebooks" / "01_collect.ipynb"   # where the runner keeps executed copies:
+    executed.parent.mkdir()                                  # a folder the notebook's clearing knows
     pm.execute_notebook(str(repo / "notebooks" / "01_collect.ipynb"), str(executed), cwd=str(repo),
                         parameters={"out_dir": str(tmp_path), "interactive": interactive,
                                     "annotators_per_image": 2}, progress_bar=False, kernel_name="python3")

@@ -164,7 +164,7 @@ def test_a_full_run_shows_and_hashes_nothing_of_an_earlier_one(chain):
 
 
 def test_clear_outputs_follows_ownership(tmp_path):
-    from aes_lib.runner import clear_outputs, owner_of
+    from aes_lib.runner import OUTPUT_MARK, clear_outputs, owner_of
 
     assert owner_of("figures/fig_contact_sheet.png") == "00" and owner_of("figures/fig_radar.png") == "05"
     assert owner_of("eval/results.csv") == "04" and owner_of("stray.txt") is None
@@ -174,12 +174,94 @@ def test_clear_outputs_follows_ownership(tmp_path):
         (tmp_path / rel).write_text("x")
     assert clear_outputs(tmp_path, "05_figures") == 3   # a notebook clearing itself keeps its executed copy
     assert clear_outputs(tmp_path, "05_figures", runner_files=True) == 1
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
+                  if p.is_file() and p.name != OUTPUT_MARK) == [
         "eval/api_cache.db", "eval/results.csv", "figures/fig_contact_sheet.png"]
     assert clear_outputs(tmp_path, "04") == 1 and (tmp_path / "eval/api_cache.db").exists()
     outside = tmp_path.parent / f"{tmp_path.name}-outside.txt"
     outside.write_text("not ours")
     assert clear_outputs(tmp_path, "04", {f"../{outside.name}": "04_evaluate"}) == 0 and outside.exists()
+
+
+def _write(root: Path, rels) -> None:
+    for rel in rels:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("x")
+
+
+def _listing(root: Path) -> list[str]:
+    from aes_lib.runner import OUTPUT_MARK
+
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != OUTPUT_MARK)
+
+
+def test_a_notebook_rerun_in_jupyterlab_leaves_no_old_checkpoint_and_keeps_the_stores(tmp_path):
+    """What notebook 03 does at its start (issue #12): old checkpoint-N folders go; the annotation
+    store (with the WAL file of a store still open in the kernel) and the API caches stay."""
+    from aes_lib.runner import clear_outputs
+
+    _write(tmp_path, ["data/manifest.json", "critiques/critiques.db", "critiques/critiques.db-wal",
+                      "critiques/critiques.jsonl", "instructions/llava_train.json",
+                      "instructions/llm_cache.sqlite", "train/run/checkpoint-400/adapter_model.safetensors",
+                      "train/run/checkpoint-4/adapter_model.safetensors", "train/run/loss.csv",
+                      "train/base_model/config.json", "eval/api_cache.db"])
+    assert clear_outputs(tmp_path, "03_finetune") == 4
+    assert not (tmp_path / "train").exists()
+    assert clear_outputs(tmp_path, "01_collect") == 1 and clear_outputs(tmp_path, "02_generate") == 1
+    assert _listing(tmp_path) == ["critiques/critiques.db", "critiques/critiques.db-wal", "data/manifest.json",
+                                  "eval/api_cache.db", "instructions/llm_cache.sqlite"]
+
+
+def test_every_notebook_clears_its_own_outputs_at_its_start():
+    """Run one by one in JupyterLab, each notebook shows only its own outputs: it clears them
+    right after its parameters, before it writes anything."""
+    for path in find_notebooks(REPO / "notebooks"):
+        nb = nbformat.read(path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        at = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
+        assert f'clear_outputs(out_dir, "{path.stem}")' in code[at + 1].source, path.name
+
+
+def test_clearing_refuses_a_folder_the_project_did_not_write(tmp_path):
+    from aes_lib.runner import ForeignFolderError, claim_output_folder, clear_outputs
+
+    _write(tmp_path, ["data/my_photos/holiday.jpg", "thesis.tex"])
+    with pytest.raises(ForeignFolderError, match=f"{tmp_path}: not empty and not written by this project"):
+        clear_outputs(tmp_path, "00_dataset")
+    assert _listing(tmp_path) == ["data/my_photos/holiday.jpg", "thesis.tex"]
+    assert clear_outputs(tmp_path, "00_dataset", force=True) == 1   # asked for: the project's folder only
+    assert _listing(tmp_path) == ["thesis.tex"]
+    # a fresh folder, the repository's outputs/ with its README, a folder an earlier run wrote
+    assert clear_outputs(tmp_path / "new", "00_dataset") == 0 and (tmp_path / "new").is_dir()
+    _write(tmp_path / "repo_outputs", ["README.md"])
+    _write(tmp_path / "earlier_run", ["run_manifest.json", "notes.txt"])
+    for folder in ("repo_outputs", "earlier_run", "new"):
+        claim_output_folder(tmp_path / folder)
+    # notebooks run one by one (no manifest) leave only names the project writes: a notebook may clear
+    _write(tmp_path / "lab", ["data/manifest.json", "critiques/critiques.jsonl", "figures/fig_collect_stats.png"])
+    assert clear_outputs(tmp_path / "lab", "01_collect") == 2
+    _write(tmp_path / "lab2", ["data/manifest.json"])
+    with pytest.raises(ForeignFolderError):   # the runner is stricter: a manifest, the mark or nothing
+        claim_output_folder(tmp_path / "lab2")
+
+
+def test_reproduce_refuses_a_foreign_out_folder_unless_forced(chain):
+    out = chain / "mine"
+    _write(out, ["data/precious.txt", "notes.txt"])
+    cmd = [sys.executable, "-m", "aes_lib.cli", "reproduce", "--profile", str(_profile(chain, "{}")),
+           "--notebooks", str(chain / "notebooks"), "--out", str(out), "--timeout", "120"]
+    proc = subprocess.run(cmd, cwd=chain, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == 1 and str(out) in errors[0] and "--force-clear" in errors[0]
+    assert _listing(out) == ["data/precious.txt", "notes.txt"]   # nothing deleted, nothing run
+    proc = subprocess.run(cmd + ["--force-clear"], cwd=chain, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert not (out / "data").exists() and (out / "notes.txt").exists() and (out / "first.txt").exists()
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["other_files"] == ["notes.txt"]
+    # from now on the folder is the project's: a second run needs no flag
+    assert subprocess.run(cmd, cwd=chain, capture_output=True, text=True).returncode == 0
 
 
 def test_cli_exit_code_and_message(chain):

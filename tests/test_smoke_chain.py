@@ -23,6 +23,7 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     for rel, text in stale.items():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_text(text)
+    (out / "run_manifest.json").write_text("{}")   # the earlier run's: the folder is the project's
     proc = subprocess.run([sys.executable, "-m", "aes_lib.cli", "reproduce", "--profile", "smoke",
                            "--out", str(out), "--timeout", "600"],
                           cwd=REPO, capture_output=True, text=True, timeout=1200)

@@ -135,6 +135,40 @@ def repeated_answers_table(out_dir: str | Path):
     return pd.DataFrame(rows, columns=["model", "dimension", "same answer to", "answer"])
 
 
+def aesi_examples(out_dir: str | Path, model: str, n: int = 3, bench_path: str | Path | None = None):
+    """``n`` AesI items ``model`` answered, each with its whole answer beside the item's reference
+    critique and the judge's scores (0-2), to read before trusting the AesI numbers.
+
+    The items are spread evenly over the judged answers sorted by the judge's overall score, best
+    first (ties by item id): with ``n = 3`` the best, the middle and the worst answer. The same
+    files always give the same rows. Reads ``eval/predictions_<model>.jsonl`` and the benchmark
+    (``bench_path``, default ``eval/benchmark.jsonl``); answers without a judgement (no reference)
+    are left out, so a model that answered no judged AesI item gives an empty table. U+FFFD marks
+    (bytes an untrained byte-level tokenizer emits that complete no character) are dropped from
+    the answers shown, as :func:`aes_lib.models.generate_answers` does; nothing else is changed."""
+    import pandas as pd
+
+    from aes_lib.evaluate.bench import read_benchmark
+
+    if n < 1:
+        raise ValueError(f"aesi_examples: n must be at least 1, got {n}")
+    bench_path = Path(bench_path) if bench_path else Path(out_dir) / "eval" / "benchmark.jsonl"
+    items = {it.id: it for it in read_benchmark(bench_path)}
+    judged = [p for p in load_predictions(out_dir, model)
+              if p.get("dimension") == "AesI" and p.get("judge") and p["id"] in items]
+    judged.sort(key=lambda p: (-p["judge"]["overall"], p["id"]))
+    if len(judged) > n:
+        at = [0] if n == 1 else [round(i * (len(judged) - 1) / (n - 1)) for i in range(n)]
+        judged = [judged[i] for i in at]
+    columns = ["item", "question", f"answer by {model}", "reference critique", "reference from",
+               "relevance", "precision", "completeness", "overall", "judge"]
+    rows = [[p["id"], items[p["id"]].question, p["response"].replace("\ufffd", ""), items[p["id"]].reference,
+             items[p["id"]].annotator_kind or "-",
+             *(p["judge"][c] for c in ("relevance", "precision", "completeness", "overall")),
+             p.get("judge_name", "")] for p in judged]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def chance_levels(items: Sequence[BenchItem]):
     """Per multiple-choice dimension: accuracy of a uniform random guess and of always answering A."""
     import pandas as pd
