@@ -403,7 +403,12 @@ def generate_answers(model, processor, items: Sequence[dict[str, Any]], max_new_
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=processor.tokenizer.pad_token_id)
         new = out[0, inputs["input_ids"].shape[1]:]
-        # a byte-level tokenizer decodes bytes that never complete a character to U+FFFD (an
-        # untrained model emits such pieces): drop them rather than show replacement marks
-        answers.append(processor.tokenizer.decode(new, skip_special_tokens=True).replace("\ufffd", "").strip())
+        answers.append(decode_reply(processor.tokenizer, new))
     return answers
+
+
+def decode_reply(tokenizer, token_ids) -> str:
+    """A generated reply as text. A byte-level tokenizer decodes bytes that never complete a
+    character to U+FFFD (an untrained model emits such pieces): they are dropped rather than
+    shown as replacement marks."""
+    return tokenizer.decode(token_ids, skip_special_tokens=True).replace("\ufffd", "").strip()

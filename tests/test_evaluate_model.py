@@ -315,3 +315,21 @@ def test_failed_api_answer_is_an_error_naming_the_item(tmp_path, images):
             evaluate_model(cfg, "api-fail", api_model="vision-model")
     finally:
         server.stop()
+
+
+def test_generated_replies_carry_no_replacement_marks(tiny, images):
+    """An untrained byte-level model emits bytes that never complete a character; the decoded
+    reply drops the U+FFFD they would become (in evaluation's batched generation as in training's
+    sample answers)."""
+    from aes_lib.evaluate.answer import generate_texts
+    from aes_lib.models import decode_reply
+
+    _, model, processor = tiny
+    tok = processor.tokenizer
+    broken = tok("é", add_special_tokens=False)["input_ids"]
+    assert len(broken) == 2 and "\ufffd" in tok.decode(broken[:1])   # half a character
+    assert "\ufffd" not in decode_reply(tok, broken[:1] + tok(" ok", add_special_tokens=False)["input_ids"])
+    root, names = images
+    texts = generate_texts(model, processor, ["<image>\nDescribe the photo."] * 4,
+                           [root / n for n in names], max_new_tokens=24, batch_size=4)
+    assert len(texts) == 4 and not any("\ufffd" in t for t in texts)

@@ -96,6 +96,8 @@ def generate_texts(model, processor, prompts: Sequence[str], images: Sequence[Pa
     from PIL import Image
     from tqdm.auto import tqdm
 
+    from aes_lib.models import decode_reply
+
     tok = processor.tokenizer
     old_side, tok.padding_side = tok.padding_side, "left"
     device = next(model.parameters()).device
@@ -116,7 +118,7 @@ def generate_texts(model, processor, prompts: Sequence[str], images: Sequence[Pa
                 out = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
                                      **sampling)
             new = out[:, enc["input_ids"].shape[1]:]
-            out_texts += [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+            out_texts += [decode_reply(tok, row) for row in new]
     finally:
         tok.padding_side = old_side
     return out_texts
