@@ -100,6 +100,11 @@ def test_photo_set_of_reads_the_manifest_and_results_carry_it(tmp_path):
     build_bench(out)
     evaluate_prior(EvalConfig.from_dict(out_dir=str(out), progress=False, n_boot=20))
     assert json.loads((out / "eval" / "results_blind-prior.json").read_text())["photo_set"] == "full-69"
+    # results on another benchmark (AesBench's layout, a score dataset) are not labelled with it
+    from aes_lib.evaluate.run import _save
+
+    _save(EvalConfig.from_dict(out_dir=str(out), progress=False), "other", [], {"format": "aesbench", "rows": []})
+    assert "photo_set" not in json.loads((out / "eval" / "results_other.json").read_text())
     (out / "data" / "manifest.json").write_text("{not json")
     with pytest.raises(ValueError, match="manifest.json: not valid JSON"):
         photo_set_of(out)

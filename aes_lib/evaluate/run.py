@@ -373,7 +373,8 @@ def _save(cfg: EvalConfig, name: str, preds: list[dict[str, Any]], summary: dict
     summary["annotator_kinds"] = dict(Counter(p.get("annotator_kind") or "none (recorded ground truth)"
                                               for p in questions))
     summary["repeated_answers"] = repeated_answers(questions)
-    summary.setdefault("photo_set", photo_set_of(cfg.out_dir))   # numbers of different photo sets never compare
+    if summary.get("format") == "benchmark":   # the project's own photos: numbers of different photo sets never compare
+        summary.setdefault("photo_set", photo_set_of(cfg.out_dir))
     for flag in summary["repeated_answers"]:
         log.warning("%s: the same %s answer for %d of %d items: %r", name, flag["dimension"],
                     flag["count"], flag["of"], flag["response"][:80])
