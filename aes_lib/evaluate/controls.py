@@ -145,6 +145,22 @@ def image_permutation(items: Sequence[BenchItem], seed: int = 0,
     return {im: order[(i + shift) % len(order)] for i, im in enumerate(order)}
 
 
+def photo_set_of(out_dir: str | Path) -> str:
+    """The photo set (``data/manifest.json``'s ``photo_set``, e.g. ``full-69`` or ``mini-16``) the
+    run under ``out_dir`` was built from; ``""`` when unknown. Numbers from different photo sets
+    are never comparable."""
+    import json
+
+    path = Path(out_dir) / "data" / "manifest.json"
+    if not path.exists():
+        return ""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    return str(data.get("photo_set", "")) if isinstance(data, dict) else ""
+
+
 def source_photo_groups(out_dir: str | Path) -> dict[str, str]:
     """``{image file: source photo}`` from ``data/manifest.json`` (empty when it is missing)."""
     from aes_lib.schema import read_manifest
@@ -226,4 +242,59 @@ def paired_differences(model: Mapping[str, float], control: Mapping[str, float],
         diff, lo, hi = paired_bootstrap([model[i] for i in ids], [control[i] for i in ids],
                                         n_boot=n_boot, seed=seed, level=level)
         rows.append({"dimension": dim, "difference": diff, "ci_low": lo, "ci_high": hi, "n": len(ids)})
+    return rows
+
+
+# --- the degradation items: does the model use the image? --------------------------------------
+
+DEGRADATION_QTYPES = ("yes-no", "what", "why")
+
+
+def degradation_attributes() -> frozenset[str]:
+    """The AesP attributes whose questions the benchmark answers from the recorded degradation."""
+    from aes_lib.evaluate.bench import BENCH_PROMPTS, prompt_yaml
+
+    return frozenset(prompt_yaml(BENCH_PROMPTS)["degradation_attribute"].values())
+
+
+def is_degradation_item(item: BenchItem | Mapping[str, Any]) -> bool:
+    """True for an AesP item answered from the image's recorded degradation (ground truth, not
+    critiques): the yes-no / what / why questions of technical quality, colour & light and
+    composition, whose ids :func:`aes_lib.evaluate.bench.build_benchmark` writes as
+    ``<image>:AesP:<attribute>:<question form>``. Rating ("how") and trait ("what-trait",
+    content "what") items are not. ``item``: a benchmark item or a prediction record."""
+    get = item.get if isinstance(item, Mapping) else (lambda k: getattr(item, k, ""))
+    attr, qtype = get("attribute"), get("qtype")
+    return (get("dimension") == "AesP" and qtype in DEGRADATION_QTYPES
+            and attr in degradation_attributes() and str(get("id")).endswith(f":AesP:{attr}:{qtype}"))
+
+
+def degradation_differences(preds: Mapping[str, Sequence[Mapping[str, Any]]], model: str,
+                            against: Sequence[str], seed: int = 0, n_boot: int = 1000,
+                            level: float = 0.95, photo_set: str = "") -> list[dict[str, Any]]:
+    """``model`` against each of ``against`` on the degradation items (:func:`is_degradation_item`)
+    both answered: the two accuracies and their paired difference with a paired bootstrap
+    interval (:func:`aes_lib.evaluate.stats.paired_bootstrap`). ``preds``: ``{name: prediction
+    records}``. A name with no scored degradation item is an error naming it."""
+    from aes_lib.evaluate.stats import paired_bootstrap
+
+    scores = {}
+    for name in (model, *against):
+        if name not in preds:
+            raise KeyError(f"degradation_differences: no predictions of {name!r}")
+        scores[name] = {p["id"]: 1.0 if p["correct"] else 0.0 for p in preds[name]
+                        if p.get("correct") is not None and is_degradation_item(p)}
+        if not scores[name]:
+            raise ValueError(f"degradation_differences: {name!r} answered no degradation item "
+                             "(AesP technical quality / colour & light / composition yes-no, what, why)")
+    rows = []
+    for other in against:
+        ids = sorted(set(scores[model]) & set(scores[other]))
+        a, b = [scores[model][i] for i in ids], [scores[other][i] for i in ids]
+        diff, lo, hi = paired_bootstrap(a, b, n_boot=n_boot, seed=seed, level=level)
+        rows.append({"comparison": f"{model} - {other}", "items": len(ids),
+                     "model accuracy": round(sum(a) / len(ids), 4) if ids else float("nan"),
+                     "other accuracy": round(sum(b) / len(ids), 4) if ids else float("nan"),
+                     "difference": diff, "ci_low": lo, "ci_high": hi,
+                     "interval excludes 0": bool(lo > 0 or hi < 0), "photo_set": photo_set})
     return rows

@@ -364,7 +364,7 @@ def judge_open_answers(cfg: EvalConfig, items, preds: list[dict[str, Any]]):
 def _save(cfg: EvalConfig, name: str, preds: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
     """Write predictions, results JSON and the model's rows in results.csv; flag repeated answers."""
     from aes_lib.evaluate.judge import repeated_answers
-    from aes_lib.evaluate.controls import per_item
+    from aes_lib.evaluate.controls import per_item, photo_set_of
     from aes_lib.io import write_json
     from aes_lib.schema import write_jsonl
 
@@ -373,6 +373,8 @@ def _save(cfg: EvalConfig, name: str, preds: list[dict[str, Any]], summary: dict
     summary["annotator_kinds"] = dict(Counter(p.get("annotator_kind") or "none (recorded ground truth)"
                                               for p in questions))
     summary["repeated_answers"] = repeated_answers(questions)
+    if summary.get("format") == "benchmark":   # the project's own photos: numbers of different photo sets never compare
+        summary.setdefault("photo_set", photo_set_of(cfg.out_dir))
     for flag in summary["repeated_answers"]:
         log.warning("%s: the same %s answer for %d of %d items: %r", name, flag["dimension"],
                     flag["count"], flag["of"], flag["response"][:80])

@@ -93,6 +93,21 @@ def compare(out_dir: str | Path, a: str, b: str, seed: int = 0, n_boot: int = 10
     return pd.DataFrame(rows).assign(comparison=f"{b} - {a}")
 
 
+def degradation_comparison(out_dir: str | Path, model: str = "finetuned", against: Sequence[str] | None = None,
+                           seed: int = 0, n_boot: int = 1000):
+    """``model`` against the base model, its shuffled-image control and the blind prior on the AesP
+    items answered from recorded degradations (:func:`aes_lib.evaluate.controls.degradation_differences`),
+    each a paired difference with a paired bootstrap 95% interval; every row names the photo set."""
+    import pandas as pd
+
+    from aes_lib.evaluate.controls import PRIOR_NAME, degradation_differences, photo_set_of, shuffled_name
+
+    against = list(against) if against is not None else ["base", shuffled_name(model), PRIOR_NAME]
+    preds = {name: load_predictions(out_dir, name) for name in (model, *against)}
+    return pd.DataFrame(degradation_differences(preds, model, against, seed=seed, n_boot=n_boot,
+                                                photo_set=photo_set_of(out_dir)))
+
+
 def write_consensus_scores(out_dir: str | Path, split: str = "test") -> Path:
     """A score dataset ``[{image, gt_score}]`` of the split's images: the critiques' mean grade score."""
     from aes_lib.evaluate.bench import consensus

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from aes_lib.config import Config, require
+from aes_lib.evaluate.controls import photo_set_of
 from aes_lib.io import sha256_file, write_json
 from aes_lib.report import figures as F
 from aes_lib.report import tables as T
@@ -93,7 +94,7 @@ SPECS: dict[str, Spec] = {
                                                                          r.judge)),
     "table_main_results": Spec("table", (), lambda r: T.table_main_results(
         r.ref, r.measured(intervals=True), r.run_label, r.judge, T.model_kinds(r.inputs.results)
-        if r.inputs.results is not None else None, r.repeated_answers())),
+        if r.inputs.results is not None else None, r.repeated_answers(), photo_set_of(r.out_dir))),
     "table_dataset_stats": Spec("table", (), lambda r: T.table_dataset_stats(
         r.ref, r.inputs.manifest, r.inputs.critique_stats, r.inputs.instruction_stats)),
 }

@@ -160,10 +160,12 @@ def judges(results) -> list[str]:
 
 def table_main_results(ref: Mapping[str, Any], measured: Mapping[str, Mapping[str, Any]] | None,
                        run_label: str = "", judge: str = "", kinds: Mapping[str, str] | None = None,
-                       repeated: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> Table:
+                       repeated: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+                       photo_set: str = "") -> Table:
     """Reported rows (with their source) above measured rows (with their run), then the
     controls (blind answer prior, shuffled images). Measured values may be ``(value, low,
-    high)`` tuples (:func:`measured_scores` with ``intervals``): they print as ``v [low, high]``."""
+    high)`` tuples (:func:`measured_scores` with ``intervals``): they print as ``v [low, high]``.
+    ``photo_set`` (the manifest's, e.g. ``full-69``) names what the measured rows were run on."""
     from aes_lib.evaluate.controls import CONTROL_NOTES, control_kind
 
     columns = ["kind", "model", "source"] + [BENCH_COLUMNS[k][0] for k in BENCH_COLUMNS]
@@ -177,7 +179,8 @@ def table_main_results(ref: Mapping[str, Any], measured: Mapping[str, Mapping[st
         scores = measured[model]
         has_aesi = judge and any(k.startswith("AesI") for k in scores)
         truth = (kinds or {}).get(model, "")
-        detail = "; ".join(d for d in (run_label, f"AesI judge: {judge}" if has_aesi else "",
+        detail = "; ".join(d for d in (run_label, f"photo set {photo_set}" if photo_set else "",
+                                       f"AesI judge: {judge}" if has_aesi else "",
                                        f"answers and references partly from {truth} critiques" if truth else "")
                            if d)
         kind = control_kind(model)
@@ -190,6 +193,9 @@ def table_main_results(ref: Mapping[str, Any], measured: Mapping[str, Mapping[st
                      "not directly comparable." + (f" AesI judged by {judge}" + (
                          " (an offline proxy that scores content against the reference critique, "
                          "not a GPT judge)." if judge.startswith("proxy") else ".") if judge else ""))
+        if photo_set:
+            notes.append(f"Measured on AesMMIT-mini photo set {photo_set}: never compare with numbers "
+                         "from another photo set.")
         if any(isinstance(v, tuple) for s in measured.values() for v in s.values()):
             notes.append("Measured cells: value [95% bootstrap confidence interval over items].")
         for model, flags in sorted((repeated or {}).items()):
