@@ -121,11 +121,20 @@ def test_main_results_table_names_the_photo_set(tmp_path):
     assert any("photo set full-69: never compare" in n for n in table.notes)
     unnamed = T.table_main_results(load_reference(), {"finetuned": {"AesP": 50.0}}, "run-a")
     assert not any("photo set" in r[2] for r in unnamed.rows) and not any("photo set" in n for n in unnamed.notes)
-    # the report reads it from the run's manifest
+    # the report reads each model's photo set from its results file: a model scored on another
+    # benchmark (no photo set recorded) is not labelled with the manifest's
     from test_report import _results
 
-    write_json(tmp_path / "data" / "manifest.json", {"name": "t", "version": 1, "photo_set": "mini-16", "images": []})
+    write_json(tmp_path / "data" / "manifest.json", {"name": "t", "version": 1, "photo_set": "full-69", "images": []})
     (tmp_path / "eval").mkdir()
     _results().to_csv(tmp_path / "eval" / "results.csv", index=False)
+    write_json(tmp_path / "eval" / "results_finetuned.json", {"model": "finetuned", "photo_set": "mini-16"})
+    write_json(tmp_path / "eval" / "results_base.json", {"model": "base", "format": "aesbench"})
     build_report(ReportConfig(out_dir=str(tmp_path)))
-    assert "photo set mini-16" in (tmp_path / "tables" / "table_main_results.md").read_text()
+    rows = {r[1]: r[2] for r in (l.split(" | ") for l in
+            (tmp_path / "tables" / "table_main_results.md").read_text().splitlines()) if len(r) > 2}
+    assert "photo set mini-16" in rows["finetuned"] and "photo set" not in rows["base"]
+    assert "full-69" not in (tmp_path / "tables" / "table_main_results.md").read_text()
+    mixed = T.table_main_results(load_reference(), {"a": {"AesP": 1.0}, "b": {"AesP": 2.0}}, "run",
+                                 photo_set={"a": "full-69", "b": "mini-16"})
+    assert any("full-69 and mini-16" in n and "mixes photo sets" in n for n in mixed.notes)

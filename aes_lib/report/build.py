@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from aes_lib.config import Config, require
-from aes_lib.evaluate.controls import photo_set_of
 from aes_lib.io import sha256_file, write_json
 from aes_lib.report import figures as F
 from aes_lib.report import tables as T
@@ -94,7 +93,7 @@ SPECS: dict[str, Spec] = {
                                                                          r.judge)),
     "table_main_results": Spec("table", (), lambda r: T.table_main_results(
         r.ref, r.measured(intervals=True), r.run_label, r.judge, T.model_kinds(r.inputs.results)
-        if r.inputs.results is not None else None, r.repeated_answers(), photo_set_of(r.out_dir))),
+        if r.inputs.results is not None else None, r.repeated_answers(), r.photo_sets())),
     "table_dataset_stats": Spec("table", (), lambda r: T.table_dataset_stats(
         r.ref, r.inputs.manifest, r.inputs.critique_stats, r.inputs.instruction_stats)),
 }
@@ -154,8 +153,8 @@ class Report:
         return {} if self.inputs.results is None else T.measured_scores(self.inputs.results, self.judge,
                                                                           intervals)
 
-    def repeated_answers(self) -> dict[str, list[dict[str, Any]]]:
-        """``{model: flags}`` from ``eval/results_<model>.json`` (answers identical across items)."""
+    def model_results(self) -> dict[str, dict[str, Any]]:
+        """``{model: eval/results_<model>.json}`` of the evaluated models."""
         import json
 
         out = {}
@@ -164,9 +163,18 @@ class Report:
                 res = json.loads(path.read_text(encoding="utf-8"))
             except ValueError as e:
                 raise ValueError(f"{path}: not JSON ({e})") from None
-            if res.get("repeated_answers"):
-                out[str(res.get("model", path.stem[8:]))] = res["repeated_answers"]
+            out[str(res.get("model", path.stem[8:]))] = res
         return out
+
+    def repeated_answers(self) -> dict[str, list[dict[str, Any]]]:
+        """``{model: flags}`` (answers identical across items) from the models' results files."""
+        return {m: res["repeated_answers"] for m, res in self.model_results().items()
+                if res.get("repeated_answers")}
+
+    def photo_sets(self) -> dict[str, str]:
+        """``{model: photo set}`` each model was measured on (only the project's own benchmark
+        records one; models scored on AesBench files or score datasets have none)."""
+        return {m: str(res.get("photo_set") or "") for m, res in self.model_results().items()}
 
     def caption(self, name: str) -> str:
         spec = SPECS[name]

@@ -161,11 +161,13 @@ def judges(results) -> list[str]:
 def table_main_results(ref: Mapping[str, Any], measured: Mapping[str, Mapping[str, Any]] | None,
                        run_label: str = "", judge: str = "", kinds: Mapping[str, str] | None = None,
                        repeated: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
-                       photo_set: str = "") -> Table:
+                       photo_set: str | Mapping[str, str] = "") -> Table:
     """Reported rows (with their source) above measured rows (with their run), then the
     controls (blind answer prior, shuffled images). Measured values may be ``(value, low,
     high)`` tuples (:func:`measured_scores` with ``intervals``): they print as ``v [low, high]``.
-    ``photo_set`` (the manifest's, e.g. ``full-69``) names what the measured rows were run on."""
+    ``photo_set`` names the AesMMIT-mini photo set (e.g. ``full-69``) the measured rows were run
+    on: one name for all, or ``{model: name}`` as each model's results file records it (empty for
+    models scored on another benchmark)."""
     from aes_lib.evaluate.controls import CONTROL_NOTES, control_kind
 
     columns = ["kind", "model", "source"] + [BENCH_COLUMNS[k][0] for k in BENCH_COLUMNS]
@@ -174,12 +176,13 @@ def table_main_results(ref: Mapping[str, Any], measured: Mapping[str, Mapping[st
             + [_fmt(scores.get(k), _digits(k)) for k in BENCH_COLUMNS]
             for model, scores in reported_scores(ref).items()]
     measured = measured or {}
+    sets = dict(photo_set) if isinstance(photo_set, Mapping) else {m: photo_set for m in measured}
     ordered = sorted(measured, key=lambda m: bool(control_kind(m)))   # models first, then controls
     for model in ordered:
         scores = measured[model]
         has_aesi = judge and any(k.startswith("AesI") for k in scores)
         truth = (kinds or {}).get(model, "")
-        detail = "; ".join(d for d in (run_label, f"photo set {photo_set}" if photo_set else "",
+        detail = "; ".join(d for d in (run_label, f"photo set {sets[model]}" if sets.get(model) else "",
                                        f"AesI judge: {judge}" if has_aesi else "",
                                        f"answers and references partly from {truth} critiques" if truth else "")
                            if d)
@@ -193,9 +196,11 @@ def table_main_results(ref: Mapping[str, Any], measured: Mapping[str, Mapping[st
                      "not directly comparable." + (f" AesI judged by {judge}" + (
                          " (an offline proxy that scores content against the reference critique, "
                          "not a GPT judge)." if judge.startswith("proxy") else ".") if judge else ""))
-        if photo_set:
-            notes.append(f"Measured on AesMMIT-mini photo set {photo_set}: never compare with numbers "
-                         "from another photo set.")
+        named = sorted({sets[m] for m in measured if sets.get(m)})
+        if named:
+            notes.append(f"Measured on AesMMIT-mini photo set {' and '.join(named)}: never compare with "
+                         "numbers from another photo set" + (" (this table mixes photo sets: compare "
+                                                             "rows of one set only)." if len(named) > 1 else "."))
         if any(isinstance(v, tuple) for s in measured.values() for v in s.values()):
             notes.append("Measured cells: value [95% bootstrap confidence interval over items].")
         for model, flags in sorted((repeated or {}).items()):
