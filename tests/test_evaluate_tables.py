@@ -70,3 +70,18 @@ def test_unjudged_answers_are_left_out_and_no_aesi_gives_an_empty_table(tmp_path
         aesi_examples(tmp_path, "nobody")
     with pytest.raises(ValueError, match="n must be at least 1"):
         aesi_examples(tmp_path, "base", n=0)
+
+
+def test_every_model_is_evaluated_in_the_format_notebook_03_trained_with(tmp_path):
+    """The base model's folder records no input format: notebook 04 passes the training run's."""
+    from aes_lib.evaluate import EvalConfig
+    from aes_lib.evaluate.tables import training_input_format
+    from aes_lib.io import write_json
+
+    assert training_input_format(tmp_path) == {}
+    write_json(tmp_path / "train" / "run" / "config.json", {"model": "tiny", "image_mode": "crop",
+                                                            "conversation": "checkpoint"})
+    fmt = training_input_format(tmp_path)
+    assert fmt == {"image_mode": "crop", "conversation": "checkpoint"}
+    cfg = EvalConfig.from_dict(out_dir=str(tmp_path), progress=False, **fmt)
+    assert (cfg.image_mode, cfg.conversation) == ("crop", "checkpoint")

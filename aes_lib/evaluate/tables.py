@@ -45,6 +45,17 @@ def default_models(out_dir: str | Path, base_model: str = "", finetuned_model: s
     return models
 
 
+def training_input_format(out_dir: str | Path) -> dict[str, str]:
+    """``{"image_mode", "conversation"}`` notebook 03 trained with (``train/run/config.json``), or
+    ``{}`` before any training. Notebook 04 evaluates every model with it, so the base model (whose
+    folder records no format) sees images and prompts as the fine-tuned one was trained on them."""
+    path = Path(out_dir) / "train" / "run" / "config.json"
+    if not path.exists():
+        return {}
+    config = json.loads(path.read_text())
+    return {k: str(config[k]) for k in ("image_mode", "conversation") if config.get(k)}
+
+
 def bench_counts(items: Sequence[BenchItem]):
     """Items per dimension x attribute x question type."""
     import pandas as pd
