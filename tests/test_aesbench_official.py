@@ -176,6 +176,11 @@ def test_response_files_equal_the_official_files_byte_for_byte(tmp_path):
     assert list(json.loads((tmp_path / "ours" / "test_AesP.json").read_text())) == list(TRICKY)
     # and the files read back to the same replies
     assert B.read_aesbench_responses(tmp_path / "official") == responses
+    # a rerun of fewer dimensions leaves no file of the earlier run behind to be scored with it
+    only_p = {k: v for k, v in responses.items() if k.endswith(":AesP")}
+    assert only_p and len(only_p) < len(responses)
+    B.write_official_responses(tmp_path / "ours", items, only_p)
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["test_AesP.json"]
 
 
 def test_api_run_sends_official_prompts_and_writes_official_files(tmp_path):

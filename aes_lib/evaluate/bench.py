@@ -341,7 +341,8 @@ def write_official_responses(folder: str | Path, items: Sequence[BenchItem],
     """AesBench's four response files in ``folder``: ``test_AesP.json``, ``test_AesE.json``,
     ``test_AesA1.json``, ``test_AesI.json``, each ``{image: {"<Dim>_response": reply}}`` in the
     items' order, serialised as the official scripts do (``json.dumps(answers, indent=4)``:
-    ASCII with ``\\u`` escapes, no final newline). A dimension without replies gets no file."""
+    ASCII with ``\\u`` escapes, no final newline). A dimension without replies gets no file, and
+    an earlier run's file of that dimension is removed, so the folder never mixes two runs."""
     from aes_lib.io import atomic_write_bytes
 
     folder = Path(folder)
@@ -354,6 +355,8 @@ def write_official_responses(folder: str | Path, items: Sequence[BenchItem],
         if answers:
             written.append(atomic_write_bytes(folder / fname,
                                               json.dumps(answers, indent=4).encode("ascii")))
+        else:
+            (folder / fname).unlink(missing_ok=True)
     return written
 
 
