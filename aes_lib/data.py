@@ -100,7 +100,7 @@ def install_hint(packages: list[str]) -> str:
 
 
 def photo_set_name(kind: str, n_photos: int) -> str:
-    """The photo set's label, e.g. ``full-70`` or ``mini-16``: numbers from different sets never compare."""
+    """The photo set's label, e.g. ``full-69`` or ``mini-16``: numbers from different sets never compare."""
     return f"{kind}-{n_photos}"
 
 
@@ -370,7 +370,7 @@ class Dataset:
     root: Path
     images: list[ImageRecord]
     name: str = DATASET_NAME
-    photo_set: str = ""   # e.g. full-70 or mini-16; numbers from different photo sets never compare
+    photo_set: str = ""   # e.g. full-69 or mini-16; numbers from different photo sets never compare
 
     def path(self, record: ImageRecord) -> Path:
         return self.root / record.file

@@ -77,8 +77,9 @@ def save_figure(fig, stem: str | Path, dpi: float | None = None, palette: bool =
     paths (in :data:`FIGURE_FORMATS` order). The one way every stage saves a figure.
 
     ``palette``: store the PNG with 256 colours (a chart's flat colours survive; the file is about
-    a third of the size, which keeps notebooks and the gallery light). Photographs want
-    ``palette=False`` and a lower ``dpi`` instead (see the contact sheet)."""
+    a third of the size, which keeps notebooks and the gallery light). Photographs band a little
+    in 256 colours: pass ``palette=False`` where that matters (the contact sheet, an overview of
+    thumbnails, keeps the palette and a low ``dpi``)."""
     import io
 
     from aes_lib.io import atomic_write_bytes
