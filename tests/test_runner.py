@@ -339,3 +339,24 @@ def test_profiles_match_the_notebooks():
         _, data = load_profile(name)
         resolve_parameters(data, notebooks, name)   # raises on any unknown key, section or wrong type
         assert set(data["notebooks"]) == {p.stem for p in notebooks}
+
+
+def test_make_clean_keeps_annotations_left_in_notebooks_outputs(tmp_path):
+    """Older JupyterLab runs wrote notebooks/outputs/; the annotations made there are people's work."""
+    import shutil
+
+    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
+    _write(tmp_path, ["outputs/README.md", "outputs/data/manifest.json",
+                      "notebooks/outputs/critiques/critiques.db", "notebooks/outputs/critiques/critiques.db-wal",
+                      "notebooks/outputs/critiques/critiques.jsonl", "notebooks/outputs/data/manifest.json"])
+    proc = subprocess.run(["make", "--no-print-directory", "clean"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "kept notebooks/outputs/critiques/critiques.db" in proc.stderr
+    assert _listing(tmp_path) == ["Makefile", "notebooks/outputs/critiques/critiques.db",
+                                  "notebooks/outputs/critiques/critiques.db-wal", "outputs/README.md"]
+    (tmp_path / "notebooks/outputs/critiques/critiques.db").unlink()
+    (tmp_path / "notebooks/outputs/critiques/critiques.db-wal").unlink()
+    _write(tmp_path, ["notebooks/outputs/eval/results.csv"])
+    proc = subprocess.run(["make", "--no-print-directory", "clean"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0 and "kept" not in proc.stderr
+    assert not (tmp_path / "notebooks/outputs").exists()
