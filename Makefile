@@ -61,8 +61,8 @@ strip:
 
 clean:  # everything the pipeline wrote; keeps outputs/README.md
 	find outputs -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
-	# notebooks/outputs: left by JupyterLab runs of versions before setup() fixed the folder;
-	# its annotation store (critiques/critiques.db*) is people's work, so it stays
+# notebooks/outputs: left by JupyterLab runs of versions before setup() fixed the folder;
+# its annotation store (critiques/critiques.db*) is people's work, so it stays
 	if [ -d notebooks/outputs ]; then \
 	  find notebooks/outputs \( -type f -o -type l \) ! -path 'notebooks/outputs/critiques/critiques.db*' -delete; \
 	  find notebooks/outputs -depth -type d -empty -delete; \
