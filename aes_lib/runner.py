@@ -14,7 +14,9 @@ before a notebook runs, the runner deletes them, so nothing a previous run left 
 hashed as this run's. A full run clears every notebook's outputs first; ``--from NN`` clears
 NN and everything after it; ``--only`` clears only the notebooks it runs, and keeps the others'
 files and manifest records, marked with the run that produced them. Stores of human work and
-caches of paid requests (:data:`KEPT_FILES`) are never deleted.
+caches of paid requests (:data:`KEPT_FILES`) are never deleted, and neither is anything in the
+project's folders that no stage writes (a user's ``data/my_photos/``), nor an executed copy or log
+of a notebook outside the chain.
 
 Clearing deletes only in a folder the project wrote (:func:`claim_output_folder`): a folder that
 is not empty and holds no ``run_manifest.json`` (nor the mark the runner and the notebooks leave,
@@ -632,8 +634,9 @@ def register_cli(sub) -> None:
     p.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks")
     p.add_argument("--timeout", type=int, default=1800, help="seconds per notebook (default: 1800)")
     p.add_argument("--force-clear", action="store_true",
-                   help="clear the project's folders (data/, eval/, figures/, ...) under --out even when "
-                        "the folder holds files this project did not write (refused otherwise)")
+                   help="clear the project's files (data/images/, eval/results_*.json, ...) under --out even when "
+                        "the folder holds files this project did not write (refused otherwise); "
+                        "those other files stay")
     p.set_defaults(func=_cli_reproduce)
     s = sub.add_parser("strip", help="remove outputs from notebooks before committing")
     s.add_argument("paths", nargs="+", help="notebook files")
