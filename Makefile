@@ -61,4 +61,11 @@ strip:
 
 clean:  # everything the pipeline wrote; keeps outputs/README.md
 	find outputs -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
-	rm -rf notebooks/outputs  # left by JupyterLab runs of versions before setup() fixed the folder
+# notebooks/outputs: left by JupyterLab runs of versions before setup() fixed the folder;
+# its annotation store (critiques/critiques.db*) is people's work, so it stays
+	if [ -d notebooks/outputs ]; then \
+	  find notebooks/outputs \( -type f -o -type l \) ! -path 'notebooks/outputs/critiques/critiques.db*' -delete; \
+	  find notebooks/outputs -depth -type d -empty -delete; \
+	fi
+	@if [ -e notebooks/outputs/critiques/critiques.db ]; then echo "make clean: kept notebooks/outputs/critiques/critiques.db* \
+	(annotations made in the tool by an older JupyterLab run); move them to outputs/critiques/ to use them, or delete them yourself" >&2; fi

@@ -1,10 +1,12 @@
 """One-line notebook set-up (``from aes_lib.nb import setup; setup()``) and output checks.
 
-``setup()`` makes relative paths mean the same thing wherever a notebook runs: under
-``aes reproduce`` (kernel in the project root), in JupyterLab (kernel in ``notebooks/``) or in a
-kernel started in any folder inside the project, the working folder becomes the project root, so
-``out_dir = "outputs"`` is always ``<project>/outputs``. A kernel outside any project checkout
-(e.g. a test running papermill with ``cwd`` in a temporary folder) keeps its folder.
+``setup()`` makes relative paths mean the same thing wherever a notebook runs: in JupyterLab
+(kernel in ``notebooks/``) or in a kernel started in any folder inside the project, the working
+folder becomes the project root, so ``out_dir = "outputs"`` is always ``<project>/outputs``. A
+kernel outside any project checkout (e.g. a test running papermill with ``cwd`` in a temporary
+folder) keeps its folder, and so does a kernel ``aes reproduce`` started (it sets
+``AES_KERNEL_CWD_CHOSEN=1``): the runner chose its folder (``--cwd``, default the folder the runner
+runs in) and gives ``out_dir`` relative to it, so the manifest and the outputs share a folder.
 
 Under ``aes reproduce`` (which sets ``AES_NOTEBOOK_BATCH=1`` for its kernels) progress bars are
 plain text, so the executed notebook keeps the bar's last state ("400/400") instead of a widget
@@ -23,6 +25,9 @@ from typing import Iterable
 DEFAULT_SEED = 0
 #: Set by the runner for the kernels it starts: nobody watches, the executed copy is what is read.
 BATCH_ENV = "AES_NOTEBOOK_BATCH"
+#: Set by the runner: it chose the kernel's working folder (``--cwd``) and gave ``out_dir``
+#: relative to it, so :func:`setup` must not move the kernel.
+KERNEL_CWD_ENV = "AES_KERNEL_CWD_CHOSEN"
 
 
 def seed_everything(seed: int = DEFAULT_SEED) -> None:
@@ -67,7 +72,8 @@ def setup(seed: int = DEFAULT_SEED, log_level: int = logging.INFO) -> None:
     seed_everything(seed)
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stdout, force=True)
-    enter_project_root()
+    if not os.environ.get(KERNEL_CWD_ENV):
+        enter_project_root()
     if os.environ.get(BATCH_ENV):
         use_text_progress_bars()
     for noisy in ("matplotlib", "PIL", "httpx", "urllib3", "fontTools"):

@@ -14,7 +14,9 @@ before a notebook runs, the runner deletes them, so nothing a previous run left 
 hashed as this run's. A full run clears every notebook's outputs first; ``--from NN`` clears
 NN and everything after it; ``--only`` clears only the notebooks it runs, and keeps the others'
 files and manifest records, marked with the run that produced them. Stores of human work and
-caches of paid requests (:data:`KEPT_FILES`) are never deleted.
+caches of paid requests (:data:`KEPT_FILES`) are never deleted, and neither is anything in the
+project's folders that no stage writes (a user's ``data/my_photos/``), nor an executed copy or log
+of a notebook outside the chain.
 
 Clearing deletes only in a folder the project wrote (:func:`claim_output_folder`): a folder that
 is not empty and holds no ``run_manifest.json`` (nor the mark the runner and the notebooks leave,
@@ -50,20 +52,33 @@ RECORDED_PACKAGES = ("aes-lib", "torch", "transformers", "peft", "accelerate", "
                      "numpy", "pandas", "matplotlib", "scikit-image", "papermill", "nbclient", "ipykernel")
 
 
-#: What each numbered notebook writes under the output folder (globs relative to it, ``**`` =
-#: everything below); the first matching pattern names the owner. The runner adds each
+#: What each numbered notebook writes under the output folder (globs relative to it, matched one
+#: path segment at a time; a final ``**`` = everything below): exactly the files its stage
+#: writes, so a user's own files in the same folders (``data/my_photos/``) are never its.
+#: The first matching pattern names the owner. The runner adds each
 #: notebook's executed copy and log. Every notebook also clears its own at its start
 #: (:func:`clear_outputs`), so running them one by one in JupyterLab leaves no stale files either.
 OWNED_OUTPUTS: tuple[tuple[str, str], ...] = (
     ("figures/fig_contact_sheet.*", "00"),
     ("figures/fig_collect_stats.*", "01"),
-    ("data/**", "00"),
-    ("critiques/**", "01"),
-    ("instructions/**", "02"),
-    ("train/**", "03"),
-    ("eval/**", "04"),
-    ("figures/**", "05"),
-    ("tables/**", "05"),
+    ("data/images/*.png", "00"),
+    ("data/manifest.json", "00"),
+    *((f"critiques/{name}", "01") for name in (
+        "critiques.db", "critiques.jsonl", "consensus.csv", "stats.json", "simulate_config.json",
+        "rejects.jsonl", "import_summary.json")),
+    *((f"instructions/{name}", "02") for name in (
+        "instructions.jsonl", "llava_*.json", "messages_*.jsonl", "stats.json", "rejects.jsonl",
+        "run.json", "refined.jsonl", "llm_cache.sqlite")),
+    ("train/base_model/**", "03"),
+    ("train/run/**", "03"),
+    *((f"eval/{name}", "04") for name in (
+        "benchmark.jsonl", "benchmark_config.json", "predictions_*.jsonl", "results_*.json",
+        "results.csv", "config_*.json", "consensus_scores.json", "responses_*/**", "api_cache.db")),
+    ("figures/fig_*.pdf", "05"),
+    ("figures/fig_*.png", "05"),
+    ("tables/table_*.csv", "05"),
+    ("tables/table_*.md", "05"),
+    ("tables/table_*.tex", "05"),
     ("index.html", "05"),
     ("index.md", "05"),
     ("report.json", "05"),
@@ -79,6 +94,8 @@ MANIFEST = "run_manifest.json"
 OUTPUT_MARK = ".written-by-aes-companion"
 #: What the project writes at the top of an output folder (beside :data:`OWNED_OUTPUTS`' folders).
 PROJECT_TOP_NAMES = ("notebooks", "logs", MANIFEST, OUTPUT_MARK, "README.md", ".ipynb_checkpoints")
+#: Files the operating system leaves in any folder it shows (never deleted, never decisive).
+OS_LITTER = ("Thumbs.db", "desktop.ini")
 
 
 class RunnerError(RuntimeError):
@@ -192,9 +209,15 @@ def resolve_parameters(profile: dict[str, Any], notebooks: list[Path], profile_n
 # --- whose files ------------------------------------------------------------------------------
 
 def _matches(rel: str, pattern: str) -> bool:
-    if pattern.endswith("/**"):
-        return rel.startswith(pattern[:-2])
-    return fnmatch.fnmatchcase(rel, pattern)
+    """``rel`` matches ``pattern`` segment by segment (``*`` never crosses a ``/``); a final
+    ``**`` matches one or more segments."""
+    parts, wanted = rel.split("/"), pattern.split("/")
+    if wanted[-1] == "**":
+        wanted = wanted[:-1]
+        if len(parts) <= len(wanted):
+            return False
+        parts = parts[:len(wanted)]
+    return len(parts) == len(wanted) and all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts, wanted))
 
 
 def owner_of(rel: str) -> str | None:
@@ -239,10 +262,19 @@ def _remove(out_abs: Path, rels: list[str]) -> int:
     return removed
 
 
+def _deciding_entries(out_abs: Path) -> set[str]:
+    """The names at the top of ``out_abs`` that say whose folder it is: all but OS litter
+    (``.DS_Store``, ``Thumbs.db``, ``desktop.ini``) and dot-files other than the mark."""
+    if not out_abs.is_dir():
+        return set()
+    return {p.name for p in out_abs.iterdir()
+            if p.name not in OS_LITTER and (p.name == OUTPUT_MARK or not p.name.startswith("."))}
+
+
 def _project_layout(out_abs: Path) -> bool:
     """Every entry at the top of ``out_abs`` is a name the project writes there."""
     names = {pattern.split("/")[0] for pattern, _ in OWNED_OUTPUTS} | set(PROJECT_TOP_NAMES)
-    return all(p.name in names for p in out_abs.iterdir())
+    return _deciding_entries(out_abs) <= names
 
 
 def claim_output_folder(out_dir: str | Path, force: bool = False, layout_ok: bool = False) -> Path:
@@ -258,7 +290,7 @@ def claim_output_folder(out_dir: str | Path, force: bool = False, layout_ok: boo
     out_abs = Path(out_dir)
     if out_abs.exists() and not out_abs.is_dir():
         raise ForeignFolderError(f"{out_abs}: output folder is a file; nothing deleted")
-    entries = {p.name for p in out_abs.iterdir()} if out_abs.is_dir() else set()
+    entries = _deciding_entries(out_abs)
     ours = (entries <= {"README.md"} or MANIFEST in entries or OUTPUT_MARK in entries
             or (layout_ok and _project_layout(out_abs)))
     if not ours and not force:
@@ -334,6 +366,7 @@ def _execute(nb_in: str, nb_out: str, params: dict, cwd: str, log_path: str, cel
     """Child process: run one notebook with papermill, write the outcome to ``result_path``."""
     os.setsid()  # own process group, so a timeout kills the kernel too
     os.environ["AES_NOTEBOOK_BATCH"] = "1"   # aes_lib.nb.setup: text progress bars (this child only)
+    os.environ["AES_KERNEL_CWD_CHOSEN"] = "1"   # aes_lib.nb.setup: keep the folder (--cwd) we start it in
     import papermill as pm
 
     handler = logging.FileHandler(log_path, mode="w", encoding="utf-8")
@@ -473,11 +506,9 @@ def reproduce(profile: str | Path = "cpu", notebooks_dir: str | Path = "notebook
     # notebooks that will run, and (--from) everything after them: their old files go first
     later = [p for p in all_notebooks if start and p.name[:2] >= start.zfill(2)]
     to_clear = all_notebooks if not partial else list(dict.fromkeys(notebooks + later))
-    if not partial:  # a full run starts clean: every owned file, executed copy and log goes
+    if not partial:  # a full run starts clean: every owned file (the chain's copies and logs below)
         _remove(out_abs, [*(_previous_manifest(out_abs).get("produced_by") or {}),
-                          *(rel for rel in _files(out_abs) if owner_of(rel) is not None
-                            or rel.startswith("notebooks/")),
-                          *(p.relative_to(out_abs).as_posix() for p in (out_abs / "logs").glob("*"))])
+                          *(rel for rel in _files(out_abs) if owner_of(rel) is not None)])
     for nb in to_clear:
         clear_outputs(out_abs, nb.stem, prev_produced, runner_files=True)
     run_stems = {nb.stem for nb in notebooks}
@@ -603,8 +634,9 @@ def register_cli(sub) -> None:
     p.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks")
     p.add_argument("--timeout", type=int, default=1800, help="seconds per notebook (default: 1800)")
     p.add_argument("--force-clear", action="store_true",
-                   help="clear the project's folders (data/, eval/, figures/, ...) under --out even when "
-                        "the folder holds files this project did not write (refused otherwise)")
+                   help="clear the project's files (data/images/, eval/results_*.json, ...) under --out even when "
+                        "the folder holds files this project did not write (refused otherwise); "
+                        "those other files stay")
     p.set_defaults(func=_cli_reproduce)
     s = sub.add_parser("strip", help="remove outputs from notebooks before committing")
     s.add_argument("paths", nargs="+", help="notebook files")

@@ -46,3 +46,26 @@ def test_a_kernel_started_in_notebooks_writes_to_the_project_outputs(tmp_path):
                         parameters={"photos": ["coffee", "rocket"], "max_side": 32})
     assert (project / "outputs" / "data" / "manifest.json").is_file()
     assert not (project / "notebooks" / "outputs").exists()
+
+
+def test_the_runner_started_in_a_subfolder_keeps_manifest_and_outputs_together(tmp_path):
+    """`cd notebooks && aes reproduce --notebooks . --out out`: the kernel must not move to the
+    project root, or the outputs land in <project>/out and the manifest in notebooks/out."""
+    from aes_lib.runner import reproduce
+
+    project = make_project(tmp_path / "project", [])
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('out_dir = "outputs"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "from aes_lib.nb import setup\nsetup()\nfrom pathlib import Path\n"
+        "Path(out_dir).mkdir(exist_ok=True)\nPath(out_dir, 'written.txt').write_text('x')")]
+    nbformat.write(nb, project / "notebooks" / "00_write.ipynb")
+    (tmp_path / "p.yaml").write_text("{}")
+    here = project / "notebooks"
+    manifest = reproduce(tmp_path / "p.yaml", ".", "out", cwd=here, timeout=120)
+    assert manifest["status"] == "ok"
+    assert (here / "out" / "run_manifest.json").is_file() and (here / "out" / "written.txt").is_file()
+    assert "written.txt" in manifest["produced_by"]
+    assert not (project / "out").exists()

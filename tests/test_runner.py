@@ -169,7 +169,7 @@ def test_clear_outputs_follows_ownership(tmp_path):
     assert owner_of("figures/fig_contact_sheet.png") == "00" and owner_of("figures/fig_radar.png") == "05"
     assert owner_of("eval/results.csv") == "04" and owner_of("stray.txt") is None
     for rel in ("eval/results.csv", "eval/api_cache.db", "figures/fig_contact_sheet.png",
-                "figures/fig_bars_qtype.png", "tables/t.md", "index.html", "notebooks/05_figures.ipynb"):
+                "figures/fig_bars_qtype.png", "tables/table_t.md", "index.html", "notebooks/05_figures.ipynb"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x")
     assert clear_outputs(tmp_path, "05_figures") == 3   # a notebook clearing itself keeps its executed copy
@@ -229,8 +229,10 @@ def test_clearing_refuses_a_folder_the_project_did_not_write(tmp_path):
     with pytest.raises(ForeignFolderError, match=f"{tmp_path}: not empty and not written by this project"):
         clear_outputs(tmp_path, "00_dataset")
     assert _listing(tmp_path) == ["data/my_photos/holiday.jpg", "thesis.tex"]
-    assert clear_outputs(tmp_path, "00_dataset", force=True) == 1   # asked for: the project's folder only
-    assert _listing(tmp_path) == ["thesis.tex"]
+    # forced: only files the project's stages write go, never a user's photo under data/
+    _write(tmp_path, ["data/manifest.json", "data/images/x__original.png"])
+    assert clear_outputs(tmp_path, "00_dataset", force=True) == 2
+    assert _listing(tmp_path) == ["data/my_photos/holiday.jpg", "thesis.tex"]
     # a fresh folder, the repository's outputs/ with its README, a folder an earlier run wrote
     assert clear_outputs(tmp_path / "new", "00_dataset") == 0 and (tmp_path / "new").is_dir()
     _write(tmp_path / "repo_outputs", ["README.md"])
@@ -245,6 +247,54 @@ def test_clearing_refuses_a_folder_the_project_did_not_write(tmp_path):
         claim_output_folder(tmp_path / "lab2")
 
 
+def test_user_files_in_the_project_folders_belong_to_no_notebook(tmp_path):
+    from aes_lib.runner import OWNED_OUTPUTS, clear_outputs, owner_of
+
+    stage_files = {"data/images/rocket__blur.png": "00", "data/manifest.json": "00",
+                   "figures/fig_contact_sheet.pdf": "00", "critiques/consensus.csv": "01",
+                   "critiques/import_summary.json": "01", "figures/fig_collect_stats.png": "01",
+                   "instructions/llava_train.json": "02", "instructions/messages_val.jsonl": "02",
+                   "train/base_model/config.json": "03", "train/run/checkpoint-4/state/optimizer.bin": "03",
+                   "eval/predictions_base_shuffled-images.jsonl": "04", "eval/results_base.json": "04",
+                   "eval/responses_finetuned/test_AesP.json": "04", "eval/config_blind-prior.json": "04",
+                   "figures/fig_radar_aesbench.png": "05", "tables/table_main_results.tex": "05",
+                   "index.html": "05", "report.json": "05"}
+    assert {rel: owner_of(rel) for rel in stage_files} == stage_files
+    user_files = ["data/my_photos/holiday.jpg", "data/holiday.jpg", "data/images/sub/holiday.png",
+                  "critiques/my_notes.txt", "instructions/draft.json", "train/my_model/model.bin",
+                  "eval/my_bench.jsonl", "eval/responses_x", "figures/logo.png",
+                  "figures/fig_mine/holiday.png", "tables/mine.csv", "notes.txt"]
+    assert {rel: owner_of(rel) for rel in user_files} == dict.fromkeys(user_files)
+    _write(tmp_path, [*stage_files, *user_files])
+    for number in sorted({n for _, n in OWNED_OUTPUTS}):
+        clear_outputs(tmp_path, number, force=True)
+    assert _listing(tmp_path) == sorted(user_files)
+
+
+def test_os_litter_and_dot_files_do_not_make_a_fresh_folder_foreign(tmp_path):
+    from aes_lib.runner import ForeignFolderError, claim_output_folder, clear_outputs
+
+    _write(tmp_path / "fresh", [".DS_Store", "Thumbs.db", "desktop.ini", ".hidden"])
+    claim_output_folder(tmp_path / "fresh")
+    _write(tmp_path / "lab", ["data/manifest.json", ".DS_Store", "desktop.ini"])
+    assert clear_outputs(tmp_path / "lab", "00_dataset") == 1
+    assert _listing(tmp_path / "lab") == [".DS_Store", "desktop.ini"]   # the litter is not deleted
+    _write(tmp_path / "foreign", [".DS_Store", "thesis.tex"])
+    with pytest.raises(ForeignFolderError):
+        claim_output_folder(tmp_path / "foreign")
+
+
+def test_a_full_run_deletes_only_the_chains_executed_copies_and_logs(chain):
+    out = chain / "out"
+    _write(out, ["run_manifest.json", "notebooks/00_first.ipynb", "logs/01_second.log",
+                 "notebooks/my_analysis.ipynb", "logs/my_training.log"])
+    reproduce(_profile(chain, "{}"), chain / "notebooks", "out", cwd=chain, timeout=120)
+    assert (out / "notebooks/my_analysis.ipynb").read_text() == "x"
+    assert (out / "logs/my_training.log").read_text() == "x"
+    assert (out / "notebooks/00_first.ipynb").read_text() != "x"   # replaced by this run's copy
+    assert (out / "logs/01_second.log").read_text() != "x"
+
+
 def test_reproduce_refuses_a_foreign_out_folder_unless_forced(chain):
     out = chain / "mine"
     _write(out, ["data/precious.txt", "notes.txt"])
@@ -257,9 +307,10 @@ def test_reproduce_refuses_a_foreign_out_folder_unless_forced(chain):
     assert _listing(out) == ["data/precious.txt", "notes.txt"]   # nothing deleted, nothing run
     proc = subprocess.run(cmd + ["--force-clear"], cwd=chain, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert not (out / "data").exists() and (out / "notes.txt").exists() and (out / "first.txt").exists()
+    assert _listing(out / "data") == ["precious.txt"]   # forced: still only the project's own files go
+    assert (out / "notes.txt").exists() and (out / "first.txt").exists()
     manifest = json.loads((out / "run_manifest.json").read_text())
-    assert manifest["other_files"] == ["notes.txt"]
+    assert manifest["other_files"] == ["data/precious.txt", "notes.txt"]
     # from now on the folder is the project's: a second run needs no flag
     assert subprocess.run(cmd, cwd=chain, capture_output=True, text=True).returncode == 0
 
@@ -288,3 +339,24 @@ def test_profiles_match_the_notebooks():
         _, data = load_profile(name)
         resolve_parameters(data, notebooks, name)   # raises on any unknown key, section or wrong type
         assert set(data["notebooks"]) == {p.stem for p in notebooks}
+
+
+def test_make_clean_keeps_annotations_left_in_notebooks_outputs(tmp_path):
+    """Older JupyterLab runs wrote notebooks/outputs/; the annotations made there are people's work."""
+    import shutil
+
+    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
+    _write(tmp_path, ["outputs/README.md", "outputs/data/manifest.json",
+                      "notebooks/outputs/critiques/critiques.db", "notebooks/outputs/critiques/critiques.db-wal",
+                      "notebooks/outputs/critiques/critiques.jsonl", "notebooks/outputs/data/manifest.json"])
+    proc = subprocess.run(["make", "--no-print-directory", "clean"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "kept notebooks/outputs/critiques/critiques.db" in proc.stderr
+    assert _listing(tmp_path) == ["Makefile", "notebooks/outputs/critiques/critiques.db",
+                                  "notebooks/outputs/critiques/critiques.db-wal", "outputs/README.md"]
+    (tmp_path / "notebooks/outputs/critiques/critiques.db").unlink()
+    (tmp_path / "notebooks/outputs/critiques/critiques.db-wal").unlink()
+    _write(tmp_path, ["notebooks/outputs/eval/results.csv"])
+    proc = subprocess.run(["make", "--no-print-directory", "clean"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0 and "kept" not in proc.stderr
+    assert not (tmp_path / "notebooks/outputs").exists()
