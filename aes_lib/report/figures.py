@@ -90,7 +90,8 @@ def fig_dataset_composition(images: Sequence[Mapping[str, Any]]):
     ax.invert_yaxis()
     ax.set_xlabel("images")
     ax.set_title("per source photo")
-    ax.legend(title="split", fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    if images:   # a manifest without images has no split to name
+        ax.legend(title="split", fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.22))
     deg = Counter(im.get("degradation", "none") for im in images)
     labels = _ordered(deg, DEGRADATIONS)
     _barh(axes[0, 1], labels, [deg[k] for k in labels], MEASURED_COLORS[1])
