@@ -155,8 +155,21 @@ def open_from_file_browser(page, *names: str):
 
 
 def run_all(page, panel) -> None:
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+    """Run > Run All Cells on ``panel``, once the panel is the current notebook; a menu click
+    that queued nothing (no input prompt left at ``[ ]``) is made again, once."""
+    prompt = panel.locator(".jp-CodeCell .jp-InputArea-prompt").first
+    not_run = re.compile(r"^\[\s*\]:?$")
+    playwright_api.expect(prompt).to_have_text(not_run)   # a freshly opened notebook
+    panel.locator(".jp-Notebook-cell").first.click()   # make this notebook the current widget
+    for attempt in (1, 2):
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
+        page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+        try:   # queued ([*]) or run ([1]): the click took
+            playwright_api.expect(prompt).not_to_have_text(not_run, timeout=30_000)
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
     panel.get_by_text(re.compile(r"all \d+ expected outputs present")).wait_for(state="attached", timeout=WAIT_MS)
     errors = panel.locator(".jp-OutputArea-output", has_text="Traceback")
     assert errors.count() == 0, errors.first.inner_text()
