@@ -181,7 +181,10 @@ def test_key_answer_naming_no_option_is_an_error(tmp_path):
 def test_responses_round_trip(tmp_path):
     items = B.load_aesbench(FIX / "annotations.json")
     answers = {it.id: f"resp {it.id}" for it in items}
-    B.write_aesbench_responses(tmp_path / "r.json", items, answers)
+    merged: dict = {}   # the merged one-file form score also reads
+    for it in items:
+        merged.setdefault(it.image, {})[B.RESPONSE_KEYS[it.dimension]] = answers[it.id]
+    (tmp_path / "r.json").write_text(json.dumps(merged))
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["nat_001.jpg"]["AesA1_response"] == "resp nat_001.jpg:AesA"
     assert B.read_aesbench_responses(tmp_path / "r.json") == answers

@@ -52,12 +52,6 @@ def test_best_middle_and_worst_answers_beside_their_whole_references(tmp_path):
     assert aesi_examples(tmp_path, "finetuned", n=3).equals(table)    # same files, same rows
 
 
-def test_replacement_marks_of_an_untrained_tokenizer_are_not_shown(tmp_path):
-    _bench(tmp_path)
-    write_jsonl(tmp_path / "eval" / "predictions_base.jsonl", [_pred("i1", 0.1, "couldy5\ufffd s vibe")])
-    assert aesi_examples(tmp_path, "base").loc[0, "answer by base"] == "couldy5 s vibe"
-
-
 def test_unjudged_answers_are_left_out_and_no_aesi_gives_an_empty_table(tmp_path):
     _bench(tmp_path)
     unjudged = {**_pred("i2", 0.0), "judge": None}

@@ -21,7 +21,7 @@ import logging
 
 from aes_lib.evaluate.bench import (build_benchmark, load_aesbench, load_aesbench_key,
                                     load_score_dataset, mcq_prompt, read_benchmark,
-                                    write_aesbench_responses)
+                                    write_official_responses)
 from aes_lib.evaluate.controls import evaluate_controls, evaluate_prior, paired_differences
 from aes_lib.evaluate.extract import extract_option
 from aes_lib.evaluate.run import EvalConfig, build_bench, evaluate_model, score_aesbench
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 __all__ = ["EvalConfig", "bootstrap_ci", "build_bench", "build_benchmark", "evaluate_controls",
            "evaluate_model", "evaluate_prior", "extract_option", "paired_bootstrap", "paired_differences", "load_aesbench", "load_aesbench_key", "load_score_dataset",
            "mcq_prompt", "plcc", "read_benchmark", "register_cli", "score_aesbench", "srcc",
-           "write_aesbench_responses"]
+           "write_official_responses"]
 
 
 def _cmd_build(args: argparse.Namespace) -> int:

@@ -360,19 +360,6 @@ def write_official_responses(folder: str | Path, items: Sequence[BenchItem],
     return written
 
 
-def write_aesbench_responses(path: str | Path, items: Sequence[BenchItem],
-                             responses: dict[str, str]) -> Path:
-    """All dimensions in one file, ``{image: {"AesP_response": ..., ...}}`` (a merged form; the
-    official scripts write one file per dimension, see :func:`write_official_responses`)."""
-    from aes_lib.io import write_json
-
-    out: dict[str, dict[str, str]] = {}
-    for it in items:
-        if it.id in responses:
-            out.setdefault(it.image, {})[RESPONSE_KEYS[it.dimension]] = responses[it.id]
-    return write_json(path, out)
-
-
 def response_files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
     """The response files named by ``paths``: files as given; a folder gives the official files
     it holds (``test_AesP.json``, ``test_AesE.json``, ``test_AesA1.json``, ``test_AesI.json``)."""
@@ -553,4 +540,4 @@ __all__ = ["AESBENCH_KEYS", "OFFICIAL_PROMPTS", "RESPONSE_FILES", "RESPONSE_KEYS
            "load_aesbench", "load_aesbench_key", "load_score_dataset", "mcq_prompt",
            "official_prompt", "options_string", "parse_options", "prompt_file", "prompt_yaml",
            "read_aesbench_responses", "read_benchmark", "response_files", "scale_order",
-           "write_aesbench_responses", "write_benchmark", "write_official_responses"]
+           "write_benchmark", "write_official_responses"]

@@ -169,9 +169,8 @@ def aesi_examples(out_dir: str | Path, model: str, n: int = 3, bench_path: str |
     first (ties by item id): with ``n = 3`` the best, the middle and the worst answer. The same
     files always give the same rows. Reads ``eval/predictions_<model>.jsonl`` and the benchmark
     (``bench_path``, default ``eval/benchmark.jsonl``); answers without a judgement (no reference)
-    are left out, so a model that answered no judged AesI item gives an empty table. U+FFFD marks
-    (bytes an untrained byte-level tokenizer emits that complete no character) are dropped from
-    the answers shown, as :func:`aes_lib.models.generate_answers` does; nothing else is changed."""
+    are left out, so a model that answered no judged AesI item gives an empty table. Answers are
+    shown as stored (generation already drops U+FFFD marks: :func:`aes_lib.models.decode_reply`)."""
     import pandas as pd
 
     from aes_lib.evaluate.bench import read_benchmark
@@ -188,7 +187,7 @@ def aesi_examples(out_dir: str | Path, model: str, n: int = 3, bench_path: str |
         judged = [judged[i] for i in at]
     columns = ["item", "question", f"answer by {model}", "reference critique", "reference from",
                "relevance", "precision", "completeness", "overall", "judge"]
-    rows = [[p["id"], items[p["id"]].question, p["response"].replace("\ufffd", ""), items[p["id"]].reference,
+    rows = [[p["id"], items[p["id"]].question, p["response"], items[p["id"]].reference,
              items[p["id"]].annotator_kind or "-",
              *(p["judge"][c] for c in ("relevance", "precision", "completeness", "overall")),
              p.get("judge_name", "")] for p in judged]
