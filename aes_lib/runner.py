@@ -33,7 +33,6 @@ import logging
 import multiprocessing as mp
 import os
 import platform
-import signal
 import subprocess
 import sys
 import time
@@ -43,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from aes_lib.io import sha256_file, write_json
+from aes_lib.runguard import (LOCK_INFO, FolderBusyError, Interrupted, RunLock, interrupt_signals,
+                              move_aside, stop_process_tree)
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +237,7 @@ def _files(out_abs: Path) -> dict[str, tuple[int, int]]:
     found = {}
     for p in out_abs.rglob("*"):
         rel = p.relative_to(out_abs).as_posix()
-        if p.is_file() and rel not in (MANIFEST, OUTPUT_MARK) and not rel.startswith("logs/"):
+        if p.is_file() and rel not in (MANIFEST, OUTPUT_MARK, LOCK_INFO) and not rel.startswith("logs/"):
             st = p.stat()
             found[rel] = (st.st_mtime_ns, st.st_size)
     return found
@@ -298,9 +299,22 @@ def claim_output_folder(out_dir: str | Path, force: bool = False, layout_ok: boo
             f"{out_abs}: not empty and not written by this project (no {MANIFEST}); nothing deleted. "
             "Choose an empty or new output folder, or clear it anyway with "
             "`aes reproduce --force-clear` (clear_outputs(..., force=True) in a notebook)")
+    if not ours:   # forced: the user's files the run would delete or overwrite are moved, not lost
+        move_aside(out_abs, _would_touch(out_abs))
     out_abs.mkdir(parents=True, exist_ok=True)
     (out_abs / OUTPUT_MARK).touch()
     return out_abs
+
+
+def _would_touch(out_abs: Path) -> list[str]:
+    """Files under ``out_abs`` a run may delete or overwrite: every path a notebook owns
+    (:data:`OWNED_OUTPUTS`, kept stores included: a run writes into them), the numbered
+    notebooks' executed copies and logs, the manifest."""
+    if not out_abs.is_dir():
+        return []
+    rels = [p.relative_to(out_abs).as_posix() for p in out_abs.rglob("*") if p.is_file() or p.is_symlink()]
+    return [rel for rel in rels if owner_of(rel) is not None or rel == MANIFEST
+            or any(_matches(rel, g) for g in ("notebooks/[0-9][0-9]_*.ipynb", "logs/[0-9][0-9]_*.log"))]
 
 
 def clear_outputs(out_dir: str | Path, notebook: str, produced_by: dict[str, str] | None = None,
@@ -367,6 +381,9 @@ def _execute(nb_in: str, nb_out: str, params: dict, cwd: str, log_path: str, cel
     os.setsid()  # own process group, so a timeout kills the kernel too
     os.environ["AES_NOTEBOOK_BATCH"] = "1"   # aes_lib.nb.setup: text progress bars (this child only)
     os.environ["AES_KERNEL_CWD_CHOSEN"] = "1"   # aes_lib.nb.setup: keep the folder (--cwd) we start it in
+    from aes_lib.runguard import child_setup
+
+    child_setup()   # a signal, or the runner's death, stops this child and its kernel
     import papermill as pm
 
     handler = logging.FileHandler(log_path, mode="w", encoding="utf-8")
@@ -416,12 +433,14 @@ def run_notebook(nb: Path, out_dir: Path, params: dict[str, Any], cwd: Path, tim
     proc = ctx.Process(target=_execute, args=(str(nb), str(executed), params, str(cwd), str(log_path),
                                                timeout, str(result_path)))
     proc.start()
-    proc.join(timeout)
+    try:
+        proc.join(timeout)
+    except Interrupted:   # SIGINT/SIGTERM to the runner: stop the child and its kernel first
+        stop_process_tree(proc.pid)
+        proc.join()
+        raise
     if proc.is_alive():
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop_process_tree(proc.pid, grace=2.0)   # the kernel too: it runs in a session of its own
         proc.join()
         error = {"ename": "Timeout", "evalue": f"{nb.name} ran longer than its {timeout} s limit"}
         return NotebookRun(nb.stem, time.monotonic() - start, False, str(executed), str(log_path), error)
@@ -487,7 +506,46 @@ def reproduce(profile: str | Path = "cpu", notebooks_dir: str | Path = "notebook
     """Run the chain; return the run manifest. Raises :class:`RunnerError` on the first failure
     (after writing the manifest, which then names the failing cell and the notebooks not run),
     and :class:`ForeignFolderError`, before anything runs or is deleted, when ``out_dir`` is not
-    the project's (:func:`claim_output_folder`) and ``force_clear`` is not set."""
+    the project's (:func:`claim_output_folder`) and ``force_clear`` is not set.
+
+    The run holds ``out_dir`` (:class:`~aes_lib.runguard.RunLock`): a second run into it raises
+    :class:`~aes_lib.runguard.FolderBusyError` naming the holder, before anything is deleted.
+    SIGINT/SIGTERM stop the notebook's child and kernel, write the manifest with status
+    ``interrupted`` (naming the notebook) and raise :class:`~aes_lib.runguard.Interrupted`."""
+    cwd_abs = Path(cwd).resolve()
+    out_abs = Path(out_dir) if Path(out_dir).is_absolute() else cwd_abs / out_dir
+    existed = out_abs.exists()
+    with interrupt_signals():
+        lock = RunLock(out_abs).acquire()
+        try:
+            if (out_abs / MANIFEST).is_file():   # until this run's manifest: the old one is not current
+                _mark_manifest(out_abs, "running")
+            return _reproduce(profile, notebooks_dir, out_dir, cwd, start, only, timeout, overrides,
+                              force_clear)
+        except Interrupted as stop:
+            if not getattr(stop, "manifest_written", False) and (out_abs / MANIFEST).is_file():
+                _mark_manifest(out_abs, "interrupted", {"notebook": None, "signal": stop.name})
+            raise
+        finally:
+            lock.release()
+            if not existed and out_abs.is_dir() and not any(out_abs.iterdir()):
+                out_abs.rmdir()   # a run refused before writing leaves no empty folder behind
+
+
+def _mark_manifest(out_abs: Path, status: str, interrupted: dict | None = None) -> None:
+    """Set the status of the manifest in ``out_abs`` (an earlier run's, while this one clears
+    and runs; this run's own once stopped before its notebooks ran)."""
+    manifest = _previous_manifest(out_abs)
+    if not manifest:
+        return
+    manifest["status"] = status
+    if interrupted is not None:
+        manifest["interrupted"] = interrupted
+    _write_manifest(manifest, out_abs)
+
+
+def _reproduce(profile, notebooks_dir, out_dir, cwd, start, only, timeout, overrides,
+               force_clear) -> dict[str, Any]:
     cwd = Path(cwd).resolve()
     out = Path(out_dir)
     out_abs = out if out.is_absolute() else cwd / out
@@ -536,19 +594,30 @@ def reproduce(profile: str | Path = "cpu", notebooks_dir: str | Path = "notebook
         if stem not in cleared_stems and stem in {p.stem for p in all_notebooks}}
     total = len(notebooks)
     failure = None
+    interrupted: Interrupted | None = None
     for i, nb in enumerate(notebooks, 1):
+        t0 = time.monotonic()
         params = {**resolved_all[nb.stem]}
         if "out_dir" in notebook_parameters(nb):
             params["out_dir"] = str(out)
         manifest["parameters"][nb.stem] = params
         log.info("[%d/%d] %s ...", i, total, nb.name)
         before = _files(out_abs)
-        run = run_notebook(nb, out_abs, params, cwd, timeout)
+        try:
+            run = run_notebook(nb, out_abs, params, cwd, timeout)
+        except Interrupted as stop:
+            interrupted = stop
+            run = NotebookRun(nb.stem, time.monotonic() - t0, False, str(out_abs / "notebooks" / nb.name),
+                              str(out_abs / "logs" / f"{nb.stem}.log"))
         after = _files(out_abs)
         for rel in [r for r in produced_by if r not in after]:
             del produced_by[rel]
         produced_by.update({rel: nb.stem for rel, st in after.items() if before.get(rel) != st})
         records[nb.stem] = _record(run, run_id, profile_name, out_abs)
+        if interrupted is not None:
+            records[nb.stem].update(status="interrupted", signal=interrupted.name)
+            manifest["interrupted"] = {"notebook": nb.stem, "signal": interrupted.name}
+            break
         if not run.ok:
             failure = run
             break
@@ -556,18 +625,24 @@ def reproduce(profile: str | Path = "cpu", notebooks_dir: str | Path = "notebook
     for nb in all_notebooks:
         rec = records.get(nb.stem)
         if rec is None:
-            why = ("an earlier notebook failed" if failure is not None and nb.stem in run_stems
+            why = ("the run was interrupted" if interrupted is not None and nb.stem in run_stems
+                   else "an earlier notebook failed" if failure is not None and nb.stem in run_stems
                    else "not selected (--from/--only) and no earlier run recorded")
             rec = {"name": nb.stem, "status": "not run", "ok": False, "reason": why}
         elif rec.get("run_id") != run_id:
             rec = {**rec, "kept_from_earlier_run": True}
         manifest["notebooks"].append(rec)
     statuses = [r["status"] for r in manifest["notebooks"]]
-    manifest["status"] = ("failed" if "failed" in statuses else
+    manifest["status"] = ("interrupted" if interrupted is not None else
+                          "failed" if "failed" in statuses else
                           "incomplete" if "not run" in statuses else "ok")
     manifest["seeds"] = {stem: p.get("seed") for stem, p in manifest["parameters"].items() if "seed" in p}
     manifest["produced_by"] = dict(sorted(produced_by.items()))
     _write_manifest(manifest, out_abs)
+    if interrupted is not None:
+        interrupted.manifest_written = True
+        interrupted.notebook = manifest["interrupted"]["notebook"]
+        raise interrupted
     if failure is not None:
         raise RunnerError(describe_failure(failure))
     return manifest
@@ -647,9 +722,17 @@ def _cli_reproduce(args) -> int:
     try:
         manifest = reproduce(args.profile, args.notebooks, args.out, args.cwd, args.start, args.only,
                              args.timeout, force_clear=args.force_clear)
-    except ForeignFolderError as e:   # a user error: exit 2, like every stage's
+    except (ForeignFolderError, FolderBusyError) as e:   # a user error: exit 2, like every stage's
         print(f"aes reproduce: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as stop:   # one line, no traceback; the shell's code for the signal
+        where = f"during {stop.notebook}" if getattr(stop, "notebook", None) else "before a notebook ran"
+        manifest_path = Path(args.cwd, args.out) / MANIFEST
+        said = (f"manifest {manifest_path} says status interrupted" if manifest_path.is_file()
+                else "no manifest written")
+        print(f"aes reproduce: interrupted by {stop.name} {where}; notebook processes stopped; {said}",
+              file=sys.stderr)
+        return stop.exit_code
     except RunnerError as e:
         print(f"aes reproduce: {e}", file=sys.stderr)
         return 1

@@ -229,10 +229,16 @@ def test_clearing_refuses_a_folder_the_project_did_not_write(tmp_path):
     with pytest.raises(ForeignFolderError, match=f"{tmp_path}: not empty and not written by this project"):
         clear_outputs(tmp_path, "00_dataset")
     assert _listing(tmp_path) == ["data/my_photos/holiday.jpg", "thesis.tex"]
-    # forced: only files the project's stages write go, never a user's photo under data/
+    # forced: files at the project's paths are moved aside (they were not the project's), a
+    # user's photo under data/ stays where it is; nothing is deleted
     _write(tmp_path, ["data/manifest.json", "data/images/x__original.png"])
-    assert clear_outputs(tmp_path, "00_dataset", force=True) == 2
-    assert _listing(tmp_path) == ["data/my_photos/holiday.jpg", "thesis.tex"]
+    assert clear_outputs(tmp_path, "00_dataset", force=True) == 0
+    aside = [p.name for p in tmp_path.iterdir() if p.name.startswith("aes-moved-aside-")]
+    assert len(aside) == 1
+    assert _listing(tmp_path) == sorted([f"{aside[0]}/data/images/x__original.png", f"{aside[0]}/data/manifest.json",
+                                         "data/my_photos/holiday.jpg", "thesis.tex"])
+    import shutil
+    shutil.rmtree(tmp_path / aside[0])
     # a fresh folder, the repository's outputs/ with its README, a folder an earlier run wrote
     assert clear_outputs(tmp_path / "new", "00_dataset") == 0 and (tmp_path / "new").is_dir()
     _write(tmp_path / "repo_outputs", ["README.md"])
@@ -266,8 +272,9 @@ def test_user_files_in_the_project_folders_belong_to_no_notebook(tmp_path):
                   "figures/fig_mine/holiday.png", "tables/mine.csv", "notes.txt"]
     assert {rel: owner_of(rel) for rel in user_files} == dict.fromkeys(user_files)
     _write(tmp_path, [*stage_files, *user_files])
+    (tmp_path / ".written-by-aes-companion").touch()   # a folder the project wrote: clearing deletes
     for number in sorted({n for _, n in OWNED_OUTPUTS}):
-        clear_outputs(tmp_path, number, force=True)
+        clear_outputs(tmp_path, number)
     assert _listing(tmp_path) == sorted(user_files)
 
 
