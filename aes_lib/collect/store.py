@@ -63,6 +63,14 @@ _COLUMNS = ("id", "image_id", "annotator", "annotator_kind", "protocol_version",
             "attributes", "description", "suggestion", "seconds_spent", "created_at", "source", "extra")
 
 
+#: :meth:`CritiqueStore.submit` without a check of what it replaces
+ANY = object()
+
+
+class SubmitConflict(ValueError):
+    """A submit would replace a critique its tool never showed; nothing was written."""
+
+
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -118,9 +126,29 @@ class CritiqueStore:
         self._con.execute("COMMIT")
 
     # --- writing ----------------------------------------------------------------------------
-    def submit(self, critique: Critique) -> None:
-        """Validate and commit one critique (replacing one with the same id)."""
-        self.add_many([critique])
+    def submit(self, critique: Critique, replaces: "Critique | None | object" = ANY) -> None:
+        """Validate and commit one critique (replacing one with the same id).
+
+        With ``replaces`` (the stored critique the caller showed and edits, or ``None`` for a
+        new one) the critique replaces only exactly that: when the stored row is another (the
+        same annotator name submitted the image from a second tool), nothing is written and
+        :class:`SubmitConflict` says so. The check and the write are one transaction."""
+        if replaces is ANY:
+            self.add_many([critique])
+            return
+        row = self._to_row(critique)
+        with self.transaction() as con:
+            stored = con.execute(f"SELECT {', '.join(_COLUMNS)} FROM critiques WHERE id = ?",
+                                 (critique.id,)).fetchone()
+            expected = None if replaces is None else self._to_row(replaces)
+            if (None if stored is None else tuple(stored)) != expected:
+                when = self._row_to_critique(stored).created_at if stored is not None else "?"
+                raise SubmitConflict(
+                    f"not saved: {critique.annotator} already has a critique of {critique.image_id} "
+                    f"saved at {when} from another window; press back to see and edit it, or use "
+                    "another annotator name")
+            con.execute(f"INSERT OR REPLACE INTO critiques ({', '.join(_COLUMNS)}) "
+                        f"VALUES ({', '.join('?' * len(_COLUMNS))})", row)
 
     def add_many(self, critiques: Iterable[Critique]) -> int:
         """Validate and commit many critiques in one transaction; returns how many."""

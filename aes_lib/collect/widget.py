@@ -28,7 +28,7 @@ from typing import Any, Callable
 from aes_lib.schema import Critique, ImageRecord
 
 from .protocol import STEPS, Protocol, load_protocol
-from .store import CritiqueStore, utc_now
+from .store import CritiqueStore, SubmitConflict, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,11 @@ class AnnotationTool:
             created_at=utc_now(), source="annotation-tool",
             extra={"image": self.images[self.current].file},
         )
-        self.store.submit(critique)
+        try:
+            self.store.submit(critique, replaces=getattr(self, "_replaces", None))
+        except SubmitConflict as e:
+            self._say([str(e)], error=True)
+            return None
         log.info("%s submitted %s", self.annotator, critique.id)
         self._advance()
         self._say([f"saved critique of {critique.image_id}"])
@@ -303,6 +307,7 @@ class AnnotationTool:
                 self.caption.value = (f"<b>{html.escape(record.id)}</b>: image file {html.escape(str(path))} "
                                       "is missing; flag it as broken")
             existing = self.store.get(f"{self.annotator}:{image_id}") if prefill else None
+            self._replaces = existing   # a submit replaces only this (another window's is kept)
             if existing is not None:
                 self._fill(existing)
         else:
