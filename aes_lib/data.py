@@ -26,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from aes_lib.config import Config, require
+from aes_lib.images import load_rgb, to_rgb, unsupported_reason
 from aes_lib.io import read_json, sha256_file, write_json, atomic_write_bytes
 from aes_lib.schema import DEGRADATIONS, ImageRecord, manifest_records, write_jsonl
 
@@ -158,7 +159,7 @@ def load_photo(loader: str, max_side: int | None = None):
                 im = im.convert("RGBA")
                 if np.asarray(im)[..., 3].min() < 255:
                     raise ValueError(f"photo file {path}: has transparent pixels; not a photograph")
-            return im.convert("RGB")
+            return to_rgb(im)   # upright (EXIF orientation), 8-bit RGB
     package, _, name = loader.rpartition(".")
     if package == "skimage.data":
         import skimage.data
@@ -172,7 +173,7 @@ def load_photo(loader: str, max_side: int | None = None):
         import matplotlib.cbook
 
         with matplotlib.cbook.get_sample_data(f"{name}.jpg") as fh:
-            return Image.open(fh).convert("RGB")
+            return to_rgb(Image.open(fh))
     else:
         raise ValueError(f"photo loader {loader!r}: unknown package {package!r}")
     array = np.asarray(array)
@@ -410,6 +411,8 @@ def check_image(path: str | Path, expected_sha256: str = "") -> str | None:
         return "content hash differs from the manifest"
     try:
         with Image.open(path) as im:
+            if unsupported_reason(im):
+                return unsupported_reason(im)
             im.load()
     except UnidentifiedImageError:
         return "not a readable image"
@@ -500,9 +503,9 @@ def contact_sheet(dataset: Dataset, out_stem: str | Path, columns: int | None = 
                 spine.set_visible(False)
             record = grid.get((photo, kind))
             if record is not None:
-                with Image.open(dataset.path(record)) as im:
-                    im.thumbnail((128, 128))
-                    ax.imshow(np.asarray(im.convert("RGB")))
+                im = load_rgb(dataset.path(record))
+                im.thumbnail((128, 128))
+                ax.imshow(np.asarray(im))
                 if kind != "none":
                     ax.set_xlabel(f"s={record.strength:g}", fontsize=6, labelpad=1)
             if i == 0:

@@ -381,7 +381,7 @@ def generate_answers(model, processor, items: Sequence[dict[str, Any]], max_new_
     before/after samples of the training notebook; the evaluation stage has its own scorer.
     """
     import torch
-    from PIL import Image
+    from aes_lib.images import load_rgb
 
     answers = []
     base = getattr(model, "get_base_model", lambda: model)()
@@ -396,8 +396,7 @@ def generate_answers(model, processor, items: Sequence[dict[str, Any]], max_new_
         path = Path(image_root or ".") / item["image"]
         if not path.exists():
             raise FileNotFoundError(f"{path}: image of sample {item.get('id', '?')!r} not found")
-        with Image.open(path) as im:
-            image = im.convert("RGB")
+        image = load_rgb(path)   # upright, 8-bit RGB: aes_lib.images
         inputs = processor(images=image, text=prompt, return_tensors="pt").to(device)
         with torch.no_grad():
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,

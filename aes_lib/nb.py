@@ -137,13 +137,14 @@ def preview(path: str | Path, width: int = 900, quality: int = 85):
     from IPython.display import Image
     from PIL import Image as PILImage
 
-    with PILImage.open(path) as im:
-        im = im.convert("RGB")
-        if im.width > width:
-            im = im.resize((width, round(im.height * width / im.width)), PILImage.LANCZOS)
-        buf = io.BytesIO()
-        im.save(buf, format="JPEG", quality=quality, optimize=True)
-        shown = im.width
+    from aes_lib.images import load_rgb
+
+    im = load_rgb(path)   # upright, 8-bit RGB, as every stage sees it
+    if im.width > width:
+        im = im.resize((width, round(im.height * width / im.width)), PILImage.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=quality, optimize=True)
+    shown = im.width
     return Image(data=buf.getvalue(), format="jpeg", width=shown)
 
 

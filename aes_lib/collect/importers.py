@@ -66,6 +66,7 @@ REJECT_REASONS: dict[str, str] = {
     "empty image file": "the image file has zero bytes",
     "unreadable image": "the file is not an image format PIL can open",
     "truncated or corrupt image": "the image header opens but its pixels do not decode",
+    "unsupported image": "an animated or multi-frame file (GIF, APNG, WebP, TIFF pages): save one frame",
     "duplicate": "the same annotator already rated the same image in an earlier row of this file",
     "invalid record": "the mapped critique fails the schema",
 }
@@ -245,12 +246,16 @@ def image_problem(path: Path) -> tuple[str, str] | None:
     """
     from PIL import Image, UnidentifiedImageError
 
+    from aes_lib.images import unsupported_reason
+
     if not path.is_file():
         return "image not found", f"{path} does not exist"
     if path.stat().st_size == 0:
         return "empty image file", f"{path} has zero bytes"
     try:
         with Image.open(path) as im:
+            if unsupported_reason(im):   # the pipeline's one loader refuses it: aes_lib.images
+                return "unsupported image", f"{path}: {unsupported_reason(im)}"
             if im.format == "JPEG":
                 im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
             im.load()

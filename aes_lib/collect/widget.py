@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from aes_lib.images import display_bytes
 from aes_lib.schema import Critique, ImageRecord
 
 from .protocol import STEPS, Protocol, load_protocol
@@ -299,8 +300,7 @@ class AnnotationTool:
             record = self.images[image_id]
             path = self.image_root / record.file
             if path.is_file():
-                self.image.format = path.suffix.lstrip(".").lower().replace("jpg", "jpeg") or "png"
-                self.image.value = path.read_bytes()
+                self.image.value, self.image.format = display_bytes(path)   # as every stage sees it
                 self.caption.value = f"<b>{html.escape(record.id)}</b> {html.escape(record.title)}"
             else:
                 self.image.value = b""

@@ -93,7 +93,7 @@ def generate_texts(model, processor, prompts: Sequence[str], images: Sequence[Pa
     temperature sampling, no top-k / top-p), each batch from a random state seeded with ``seed`` +
     its first prompt's index (the global random state is left as it was)."""
     import torch
-    from PIL import Image
+    from aes_lib.images import load_rgb
     from tqdm.auto import tqdm
 
     from aes_lib.models import decode_reply
@@ -109,8 +109,7 @@ def generate_texts(model, processor, prompts: Sequence[str], images: Sequence[Pa
         for start in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
             ims = []
             for p in images[start:start + batch_size]:
-                with Image.open(p) as im:
-                    ims.append(im.convert("RGB"))
+                ims.append(load_rgb(p))   # upright, 8-bit RGB: aes_lib.images
             enc = processor(images=ims, text=list(prompts[start:start + batch_size]),
                             return_tensors="pt", padding=True).to(device)
             enc["pixel_values"] = enc["pixel_values"].to(dtype)

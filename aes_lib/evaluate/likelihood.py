@@ -166,13 +166,12 @@ class OptionScorer:
 
     def _encode_image(self, image: str | Path, prompt: str):
         """Pixel values and prompt ids (image tokens expanded) for one image."""
-        from PIL import Image
+        from aes_lib.images import load_rgb
 
         path = Path(image)
         if not path.exists():
             raise FileNotFoundError(f"{path}: image not found")
-        with Image.open(path) as im:
-            rgb = im.convert("RGB")
+        rgb = load_rgb(path)   # upright, 8-bit RGB: aes_lib.images
         enc = self.processor(images=rgb, text=prompt, return_tensors="pt")
         return enc["pixel_values"][0], enc["input_ids"][0].tolist()
 

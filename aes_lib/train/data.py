@@ -210,7 +210,7 @@ class LlavaDataset:
 
     def __init__(self, processor, records: list[dict[str, Any]], image_root: str | Path,
                  max_length: int, file: str = "", max_dropped_fraction: float = 1.0):
-        from PIL import Image
+        from aes_lib.images import load_rgb
 
         self.processor, self.image_root = processor, Path(image_root)
         if not records:
@@ -219,8 +219,7 @@ class LlavaDataset:
             if not (self.image_root / rec["image"]).exists():
                 raise FileNotFoundError(f"{self.image_root / rec['image']}: image of record "
                                         f"{rec['id']!r} in {file or 'the data'} not found")
-        with Image.open(self.image_root / records[0]["image"]) as im:
-            n_image = count_image_tokens(processor, im.convert("RGB"))
+        n_image = count_image_tokens(processor, load_rgb(self.image_root / records[0]["image"]))
         check_length_holds_image(max_length, n_image, file)
         stats = DataStats(file=str(file or "training data"), n_records=len(records), max_length=max_length,
                           n_image_tokens=n_image,
@@ -276,12 +275,11 @@ class LlavaDataset:
         return [len(enc.input_ids) for enc, _ in self.samples]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from PIL import Image
+        from aes_lib.images import load_rgb
 
         enc, rec = self.samples[i]
-        with Image.open(self.image_root / rec["image"]) as im:
-            pixels = self.processor.image_processor(images=im.convert("RGB"),
-                                                    return_tensors="pt")["pixel_values"][0]
+        pixels = self.processor.image_processor(images=load_rgb(self.image_root / rec["image"]),
+                                                return_tensors="pt")["pixel_values"][0]
         return {"input_ids": enc.input_ids, "labels": enc.labels, "pixel_values": pixels}
 
 
