@@ -14,7 +14,7 @@ CHROMIUM ?= /usr/bin/chromium
 # Debian packages whose photographs complete AesMMIT-mini's full photo set (aes_lib/assets/photos.yaml)
 PHOTO_PACKAGES := lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 mate-backgrounds opencv-doc plasma-workspace-wallpapers
 
-.PHONY: venv browser photos reproduce test lab strip clean
+.PHONY: venv browser photos reproduce test lab strip clean clean-all
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,8 +59,14 @@ lab: $(STAMP)
 strip:
 	$(BIN)/aes strip notebooks/*.ipynb
 
-clean:  # everything the pipeline wrote; keeps outputs/README.md
-	find outputs -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+# clean: everything the pipeline wrote, except outputs/README.md and the annotation store
+# outputs/critiques/critiques.db* (critiques people made in the tool: `make clean-all` deletes it too)
+clean:
+	find outputs -mindepth 1 ! -path outputs/README.md ! -path 'outputs/critiques/critiques.db*' \
+	  \( -type f -o -type l \) -delete
+	find outputs -mindepth 1 -depth -type d -empty -delete
+	@if [ -e outputs/critiques/critiques.db ] && [ -z "$(filter clean-all,$(MAKECMDGOALS))" ]; then echo "make clean: kept outputs/critiques/critiques.db* \
+	(the annotation store: critiques people made in the tool); \`make clean-all\` deletes it too" >&2; fi
 # notebooks/outputs: left by JupyterLab runs of versions before setup() fixed the folder;
 # its annotation store (critiques/critiques.db*) is people's work, so it stays
 	if [ -d notebooks/outputs ]; then \
@@ -69,3 +75,8 @@ clean:  # everything the pipeline wrote; keeps outputs/README.md
 	fi
 	@if [ -e notebooks/outputs/critiques/critiques.db ]; then echo "make clean: kept notebooks/outputs/critiques/critiques.db* \
 	(annotations made in the tool by an older JupyterLab run); move them to outputs/critiques/ to use them, or delete them yourself" >&2; fi
+
+clean-all: clean  # also the annotation store with people's critiques
+	rm -f outputs/critiques/critiques.db outputs/critiques/critiques.db-wal outputs/critiques/critiques.db-shm \
+	  outputs/critiques/critiques.db-journal
+	find outputs -mindepth 1 -depth -type d -empty -delete
