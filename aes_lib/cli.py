@@ -17,6 +17,8 @@ import re
 import sqlite3
 import sys
 
+from aes_lib import redaction
+
 #: stage modules, in pipeline order; each provides ``register_cli(subparsers)``.
 STAGE_MODULES = ("runner", "data", "collect", "generate", "train", "evaluate", "report")
 
@@ -83,12 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    redaction.install_log_redaction()   # an API key never reaches the console
     try:
         return int(args.func(args) or 0)
     except (OSError, ValueError, sqlite3.Error) as e:  # user errors: one clear line, no trace
         if args.verbose:
             raise
-        print(f"aes {args.command}: error: {error_line(e, args)}", file=sys.stderr)
+        print(f"aes {args.command}: error: {redaction.redact(error_line(e, args))}", file=sys.stderr)
         return 2
 
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from aes_lib import redaction
 from aes_lib.config import Config, require
 
 log = logging.getLogger(__name__)
@@ -297,6 +298,10 @@ class _BrokenReply(Exception):
     """A 200 answer without a usable completion (not JSON, no choices)."""
 
 
+class _TotalTimeout(Exception):
+    """No complete reply within ``timeout_s`` (retried like a timeout)."""
+
+
 class LLMClient:
     """Send many chat requests safely; see the module docstring."""
 
@@ -402,6 +407,8 @@ class LLMClient:
             if logging.getLogger(name).level == logging.NOTSET:
                 logging.getLogger(name).setLevel(logging.WARNING)
         api_key = self._api_key()
+        redaction.register(api_key)   # never in a reply, cache entry, log line or error we keep
+        redaction.install_log_redaction()
         try:  # a pool sized to the concurrency: the default (1,000) costs CPU per request
             from openai import DefaultAsyncHttpxClient
 
@@ -553,13 +560,20 @@ class LLMClient:
             try:
                 # the SDK's own POST (auth, headers, error mapping); the reply is read as a plain
                 # dict, which skips per-request pydantic work that dominates CPU at scale
-                resp = await client.post("/chat/completions", body=body, cast_to=dict)
+                # timeout_s bounds the whole request: httpx's timeout is per read, so a server
+                # that drips a byte at a time would otherwise never time out
+                try:
+                    resp = await asyncio.wait_for(client.post("/chat/completions", body=body, cast_to=dict),
+                                                  timeout=self.cfg.timeout_s)
+                except asyncio.TimeoutError:
+                    raise _TotalTimeout(f"no complete reply within timeout_s={self.cfg.timeout_s:g} s") from None
                 try:
                     text = resp["choices"][0]["message"]["content"]
                 except (KeyError, IndexError, TypeError):
-                    raise _BrokenReply(f"reply without a completion: {str(resp)[:120]!r}") from None
+                    raise _BrokenReply(f"reply without a completion: {redaction.redact(str(resp))[:120]!r}") from None
                 if not isinstance(text, str):
                     raise _BrokenReply("reply without message content")
+                text = redaction.redact(text)
                 u = resp.get("usage") or {}
                 usage = {"prompt_tokens": int(u.get("prompt_tokens") or 0),
                          "completion_tokens": int(u.get("completion_tokens") or 0)}
@@ -571,7 +585,7 @@ class LLMClient:
                     raise
                 error: Exception = e
                 retry_after = _retry_after(e)
-            except (openai.APITimeoutError, openai.APIConnectionError,
+            except (openai.APITimeoutError, openai.APIConnectionError, _TotalTimeout,
                     openai.APIResponseValidationError, _BrokenReply, json.JSONDecodeError) as e:
                 error = e
             if attempt == self.cfg.max_retries:
@@ -756,7 +770,7 @@ class LLMClient:
                 usage = {"prompt_tokens": u.get("prompt_tokens", 0),
                          "completion_tokens": u.get("completion_tokens", 0)}
                 self.cache.put(target.cache_key, self.cfg.model, target.prompt_version,
-                               target.messages_sha256, key, text, usage)
+                               target.messages_sha256, key, redaction.redact(text), usage)
                 counts["imported"] += 1
         return counts
 
@@ -852,5 +866,5 @@ def _retry_after(e: Any) -> float | None:
 def _describe(e: BaseException) -> str:
     status = getattr(e, "status_code", None)
     name = type(e).__name__
-    msg = str(e).splitlines()[0][:200] if str(e) else ""
+    msg = redaction.redact(str(e)).splitlines()[0][:200] if str(e) else ""
     return f"{name} (HTTP {status}): {msg}" if status else f"{name}: {msg}"
