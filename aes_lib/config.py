@@ -83,12 +83,12 @@ class Config:
 
     @classmethod
     def from_yaml(cls: type[C], path: str | Path, **overrides: Any) -> C:
-        import yaml
+        from aes_lib.io import load_yaml
 
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: config file not found")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path) or {}   # not UTF-8, alias bombs, duplicate keys: errors naming it
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of keys to values")
         return cls.from_dict(data, **overrides)

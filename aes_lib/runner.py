@@ -41,7 +41,7 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
-from aes_lib.io import sha256_file, write_json
+from aes_lib.io import decode_text, load_yaml, sha256_file, write_json
 from aes_lib.runguard import (LOCK_INFO, FolderBusyError, Interrupted, RunLock, interrupt_signals,
                               move_aside, stop_process_tree)
 
@@ -111,17 +111,19 @@ class ForeignFolderError(RunnerError):
 
 def load_profile(profile: str | Path) -> tuple[str, dict[str, Any]]:
     """Return (name, raw profile) for a built-in profile name or a YAML file path."""
-    import yaml
-
     path = Path(profile)
     if str(profile) in PROFILES:
         text = resources.files("aes_lib").joinpath(f"profiles/{profile}.yaml").read_text()
         name = str(profile)
     elif path.is_file():
-        text, name = path.read_text(), path.stem
+        text, name = path.read_bytes(), path.stem
     else:
         raise RunnerError(f"profile {profile!r}: not one of {', '.join(PROFILES)} and no such file")
-    data = yaml.safe_load(text) or {}
+    try:   # not UTF-8, invalid YAML, alias bombs, duplicate keys: one error naming the file
+        data = load_yaml(decode_text(text, str(path)) if isinstance(text, bytes) else text,
+                         str(path) if isinstance(text, bytes) else f"profile {name}") or {}
+    except ValueError as e:
+        raise RunnerError(str(e)) from None
     if not isinstance(data, dict) or set(data) - {"common", "notebooks"}:
         raise RunnerError(f"profile {name!r}: top-level keys must be 'common' and 'notebooks', "
                           f"got {sorted(data) if isinstance(data, dict) else type(data).__name__}")

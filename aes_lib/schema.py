@@ -121,6 +121,8 @@ class Record:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise SchemaError(where or cls.KIND, "*", f"not valid JSON ({e})") from None
+        except RecursionError:
+            raise SchemaError(where or cls.KIND, "*", "JSON nested too deeply to read") from None
         return cls.from_dict(data, where)
 
     # subclasses override; ``name`` is the label used in errors
@@ -340,8 +342,11 @@ def iter_jsonl(path: str | Path, cls: type[T]) -> Iterator[T]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: file not found")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    from aes_lib.io import decode_text
+
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            line = decode_text(raw, f"{path}:{lineno}")   # not UTF-8: an error naming the file
             if line.strip():
                 yield cls.from_json(line, where=f"{path}:{lineno}")
 

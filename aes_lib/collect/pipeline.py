@@ -96,6 +96,10 @@ class _StagedFiles:
                 fh.write(text.encode("utf-8"))
                 fh.flush()
                 os.fsync(fh.fileno())
+        except OSError as e:   # disk full, quota, size limit: say which file (nothing was stored)
+            Path(tmp).unlink(missing_ok=True)
+            raise type(e)(e.errno, f"cannot write {path} ({e.strerror or e}); the import was not "
+                          "stored, free some space and run it again") from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

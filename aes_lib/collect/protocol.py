@@ -191,20 +191,19 @@ def protocol_from_dict(data: dict[str, Any], source: str = "<dict>") -> Protocol
 
 def load_protocol(name_or_path: str | Path = "default") -> Protocol:
     """Load a protocol by name (a file in ``aes_lib/protocols/``) or by path to a YAML file."""
-    import yaml
+    from aes_lib.io import read_text
 
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.exists():
             raise FileNotFoundError(f"{p}: protocol file not found")
-        text, source = p.read_text(encoding="utf-8"), str(p)
+        text, source = read_text(p), str(p)
     else:
         res = resources.files("aes_lib") / "protocols" / f"{name_or_path}.yaml"
         if not res.is_file():
             raise FileNotFoundError(f"protocol {name_or_path!r}: no file aes_lib/protocols/{name_or_path}.yaml")
         text, source = res.read_text(encoding="utf-8"), f"aes_lib/protocols/{name_or_path}.yaml"
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ValueError(f"{source}: not valid YAML ({e})") from None
+    from aes_lib.io import load_yaml
+
+    data = load_yaml(text, source)   # invalid YAML, alias bombs, duplicate keys: errors naming it
     return protocol_from_dict(data, source)

@@ -120,10 +120,18 @@ class CritiqueStore:
         self._con.execute("BEGIN IMMEDIATE")
         try:
             yield self._con
-        except BaseException:
-            self._con.execute("ROLLBACK")
+            self._con.execute("COMMIT")
+        except BaseException as e:
+            # SQLite rolls back by itself on some errors (disk full): a second ROLLBACK would
+            # fail and hide the cause ("cannot rollback - no transaction is active")
+            if self._con.in_transaction:
+                try:
+                    self._con.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            if isinstance(e, sqlite3.Error):   # SQLite's messages name no file
+                raise sqlite3.OperationalError(f"{self.path}: {e}") from e
             raise
-        self._con.execute("COMMIT")
 
     # --- writing ----------------------------------------------------------------------------
     def submit(self, critique: Critique, replaces: "Critique | None | object" = ANY) -> None:

@@ -401,7 +401,7 @@ def read_aesbench_responses(paths: str | Path | Sequence[str | Path]) -> dict[st
 def _read_response_file(path: Path) -> dict[str, str]:
     from aes_lib.io import read_json
 
-    data = read_json(path)
+    data = read_json(path, unique_keys=True)   # an image given twice: an error, not "last wins"
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object keyed by image file name")
     inverse = {v: k for k, v in RESPONSE_KEYS.items()}
@@ -429,7 +429,7 @@ def load_aesbench_key(path: str | Path, items: Sequence[BenchItem]) -> dict[str,
     from aes_lib.evaluate.extract import extract_option
     from aes_lib.io import read_json
 
-    data = read_json(path)
+    data = read_json(path, unique_keys=True)   # an image given twice: an error, not "last wins"
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object keyed by image file name")
     by_id = {it.id: it for it in items}
@@ -489,8 +489,11 @@ def detect_format(path: str | Path) -> str:
         raise FileNotFoundError(f"{path}: benchmark file not found")
     if path.suffix == ".jsonl":
         return "benchmark"
-    with path.open(encoding="utf-8") as fh:
-        head = fh.read(4096).lstrip()
+    with path.open("rb") as fh:
+        raw = fh.read(4096)
+    from aes_lib.io import decode_text
+
+    head = decode_text(raw[:raw.rfind(b"\n") + 1] or raw[:64], str(path)).lstrip() if raw else ""
     if head.startswith("{"):
         return "aesbench"
     if head.startswith("["):

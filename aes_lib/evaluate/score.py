@@ -114,7 +114,7 @@ def check_key_file(path: str | Path) -> int:
     that writes a results file with no rows."""
     from aes_lib.io import read_json
 
-    data = read_json(path)
+    data = read_json(path, unique_keys=True)   # an image given twice: an error, not "last wins"
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object keyed by image file name, "
                          f"got {type(data).__name__}")

@@ -36,12 +36,12 @@ def _configs(args: argparse.Namespace) -> tuple[GenerateConfig, Any]:
     gen: dict[str, Any] = {}
     client: dict[str, Any] = {}
     if args.config:
-        import yaml
+        from aes_lib.io import load_yaml
 
         path = Path(args.config)
         if not path.exists():
             raise FileNotFoundError(f"{path}: config file not found")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path) or {}   # aes_lib.io: not UTF-8, alias bombs, duplicate keys name the file
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping with optional 'generate' and 'client' sections")
         unknown = sorted(set(data) - {"generate", "client"})
