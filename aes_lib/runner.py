@@ -21,7 +21,10 @@ of a notebook outside the chain.
 Clearing deletes only in a folder the project wrote (:func:`claim_output_folder`): a folder that
 is not empty and holds no ``run_manifest.json`` (nor the mark the runner and the notebooks leave,
 :data:`OUTPUT_MARK`), and not just the repository's ``outputs/README.md``, is refused with an
-error naming it and nothing deleted, unless the user forces it (``aes reproduce --force-clear``).
+error naming it and nothing deleted, unless the user forces it (``aes reproduce --force-clear``),
+which moves that folder's files at the run's paths aside (:func:`aes_lib.runguard.move_aside`).
+One run at a time holds a folder; SIGINT/SIGTERM stop the notebook and its kernel and leave the
+manifest ``interrupted`` (:mod:`aes_lib.runguard`).
 """
 
 from __future__ import annotations
@@ -711,9 +714,9 @@ def register_cli(sub) -> None:
     p.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks")
     p.add_argument("--timeout", type=int, default=1800, help="seconds per notebook (default: 1800)")
     p.add_argument("--force-clear", action="store_true",
-                   help="clear the project's files (data/images/, eval/results_*.json, ...) under --out even when "
-                        "the folder holds files this project did not write (refused otherwise); "
-                        "those other files stay")
+                   help="take over --out even when it holds files this project did not write (refused "
+                        "otherwise): those at paths the run writes are moved to aes-moved-aside-<time>/ "
+                        "in it (the console says where), the others stay; nothing is deleted")
     p.set_defaults(func=_cli_reproduce)
     s = sub.add_parser("strip", help="remove outputs from notebooks before committing")
     s.add_argument("paths", nargs="+", help="notebook files")
