@@ -71,8 +71,12 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> "RunLock":
-        import fcntl
-
+        try:
+            import fcntl
+        except ImportError:   # Windows: no flock; runs are not serialised there
+            log.debug("no fcntl: %s is not locked for this run", self.folder)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            return self
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC)
         try:
