@@ -346,7 +346,7 @@ class ClassSession:
         now = self.clock()
         with self.lock, self.store.transaction() as con:
             a = self._assignment(con, image_id, annotator)
-            if a is None or a.state not in ("open", "done", "released"):
+            if a is None or a.state not in ("open", "done"):
                 raise ClassError(f"image {image_id!r} is not yours to critique (it was not handed to you, "
                                  "or you skipped or flagged it)", 403)
             seconds = round(min(max(seconds, 0.0), now - a.assigned_at + 1.0, MAX_SECONDS), 2)

@@ -24,6 +24,7 @@ import ipaddress
 import json
 import logging
 import mimetypes
+import re
 import secrets
 import socket
 from importlib import resources
@@ -373,6 +374,27 @@ def lan_addresses() -> list[str]:
     return sorted(found)
 
 
+def _check_writable(db: Path) -> None:
+    """Fail before serving when the store's folder or file cannot be written, saying why."""
+    import errno
+    import os
+    import tempfile
+
+    why = {errno.EROFS: "it is on a read-only disk", errno.EACCES: "no permission to write there",
+           errno.EPERM: "no permission to write there", errno.ENOSPC: "the disk is full"}
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=db.parent, prefix=".write-test-"):
+            pass
+        if db.exists():
+            with open(db, "r+b"):
+                pass
+    except OSError as e:
+        reason = why.get(e.errno, e.strerror or str(e))
+        raise OSError(f"{db}: the critique store cannot be written: {reason}; the class server needs a "
+                      "writable store: give --out a folder on a writable disk") from None
+
+
 def serve(data_dir: str | Path, out_dir: str | Path, host: str = "127.0.0.1", port: int = 8765,
           per_image: int = 3, join_code: str | None = None, teacher_code: str | None = None,
           protocol: str | Path = "default", lease_seconds: float = 300.0, flag_limit: int = 2) -> None:
@@ -384,9 +406,13 @@ def serve(data_dir: str | Path, out_dir: str | Path, host: str = "127.0.0.1", po
 
     from .pipeline import DB_NAME, critiques_dir, load_manifest, open_store
 
+    for flag, code in (("--join-code", join_code), ("--teacher-code", teacher_code)):
+        if code is not None and not re.fullmatch(r"[A-Za-z0-9_-]{6,64}", code):
+            raise ValueError(f"{flag}: use 6-64 letters, digits, - or _ (got {code!r})")
     images = load_manifest(data_dir)
     proto = load_protocol(protocol)
     db = critiques_dir(out_dir) / DB_NAME
+    _check_writable(db)
     try:
         store = open_store(out_dir)
         session = ClassSession(store, images, proto, per_image=per_image, lease_seconds=lease_seconds,
@@ -394,7 +420,7 @@ def serve(data_dir: str | Path, out_dir: str | Path, host: str = "127.0.0.1", po
     except (OSError, sqlite3.Error) as e:
         reason = " ".join(str(e).split())
         raise OSError(f"{db}: the critique store cannot be written ({reason}); the class server needs a "
-                      "writable folder: give --out a folder on a writable disk") from None
+                      "writable store: give --out a folder on a writable disk") from None
     code_needed = join_code is not None or not is_loopback(host)
     join = session.code("join_code", join_code) if code_needed else None
     tcode = session.code("teacher_code", teacher_code)
