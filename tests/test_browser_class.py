@@ -167,7 +167,7 @@ def rows(out: Path) -> tuple[list[tuple], list[tuple]]:
 def test_a_class_annotates_at_once(server, tmp_path):
     from aes_lib.collect.stats import ordinal_alpha
     from aes_lib.collect.store import CritiqueStore
-    from aes_lib.schema import GRADE_SCORE
+    from aes_lib.schema import ATTRIBUTES, GRADE_SCORE
 
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM),
@@ -230,6 +230,16 @@ def test_a_class_annotates_at_once(server, tmp_path):
             by_mouse(cy, grade="Poor [4]", rating=2)
             by_mouse(ann, grade="Good [2]", rating=4)
 
+            # two submits of one image at the same moment (two tabs, a double click): one row
+            same = image_id(ann)
+            statuses = ann.evaluate("""async ([id, answers]) => {
+                const send = () => fetch('/api/submit', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                    body: JSON.stringify({image_id: id, answers, seconds: 3})}).then((r) => r.status);
+                return await Promise.all([send(), send()]);
+            }""", [same, {"grade": "bad", "attributes": {a: {"rating": 1} for a in ATTRIBUTES},
+                          "description": "Sent twice at once from two tabs, stored once in the store."}])
+            assert statuses == [200, 200]
+
             # the teacher's view: counts and alpha
             critiques, events = rows(server.out)
             teacher = browser.new_context().new_page()
@@ -278,7 +288,8 @@ def test_a_class_annotates_at_once(server, tmp_path):
 
     critiques, events = rows(server.out)
     assert {c[1] for c in critiques} == {"Ann", "Ben", "Cy"} and {c[2] for c in critiques} == {"human"}
-    assert len(critiques) == 7
+    assert len(critiques) == 8
+    assert [c[:2] for c in critiques if c[5].startswith("Sent twice")] == [(same, "Ann")]
     assert all(c[3] > 0 for c in critiques)                                  # time spent recorded
     assert next(c for c in critiques if c[0] == first and c[1] == "Ann")[3] >= 1.0
     assert next(c for c in critiques if c[0] == keyed)[6] == "Straighten the horizon."

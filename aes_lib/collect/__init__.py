@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 
+from .classroom import class_overview
 from .importers import FORMATS, ImportOptions, ImportResult, import_file, score_to_grade, score_to_rating
 from .pipeline import (collect_outputs, critiques_dir, export_jsonl, import_into_store, load_manifest,
                        open_store, simulate_into_store, store_summary, write_stats)
@@ -26,7 +27,7 @@ __all__ = [
     "open_store", "simulate_into_store", "store_summary", "write_stats", "STEPS", "Protocol", "load_protocol",
     "protocol_from_dict", "SimulateConfig", "simulate_critique", "simulate_critiques",
     "compute_stats", "consensus_rows", "ordinal_alpha", "plot_stats", "words_table", "CritiqueStore",
-    "AnnotationTool", "register_cli",
+    "AnnotationTool", "class_overview", "register_cli",
 ]
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,7 @@ from typing import Any
 
 from aes_lib.schema import ATTRIBUTES, GRADE_SCORE, Critique, ImageRecord
 
-from .protocol import STEPS, Protocol
+from .protocol import STEPS, Protocol, load_protocol
 from .stats import ordinal_alpha
 from .store import CritiqueStore, utc_now
 from .widget import annotator_order
@@ -209,12 +209,10 @@ class ClassSession:
         self.per_image, self.lease_seconds, self.flag_limit = per_image, lease_seconds, max(1, flag_limit)
         self.clock = clock
         self.lock = threading.RLock()
-        with self.lock, store.transaction() as con:   # a real write: a read-only store fails here
+        with self.lock, store.transaction() as con:   # takes the write lock: a read-only store fails here
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     con.execute(statement)
-            con.execute("INSERT OR REPLACE INTO class_settings (key, value) VALUES ('opened_at', ?)",
-                        (utc_now(),))
 
     # --- codes ------------------------------------------------------------------------------
     def code(self, key: str, given: str | None = None) -> str:
@@ -462,3 +460,12 @@ def _median(values: list[float]) -> float | None:
     s = sorted(values)
     mid = len(s) // 2
     return round(s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2, 1)
+
+
+def class_overview(out_dir, images: list[ImageRecord], per_image: int = 3) -> dict[str, Any]:
+    """The teacher's numbers (:meth:`ClassSession.overview`) read from ``<out_dir>``'s store, for
+    notebook 01: human critiques per annotator and per image, and agreement among them."""
+    from .pipeline import open_store
+
+    with open_store(out_dir) as store:
+        return ClassSession(store, images, load_protocol(), per_image=per_image).overview()
