@@ -103,10 +103,10 @@ def run(n: int, seconds: float, per_critique: float, per_image: int) -> dict:
         data = make_data(tmp / "data", n_images)
         port = free_port()
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        log = (tmp / "server.log").open("w")   # a file, not a pipe: a full pipe would stall the server
         server = subprocess.Popen([sys.executable, "-m", "aes_lib.cli", "collect", "serve", "--data", str(data),
                                    "--out", str(tmp / "out"), "--port", str(port), "--per-image", str(per_image),
-                                   "--join-code", JOIN], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                  env=env)
+                                   "--join-code", JOIN], stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 60
@@ -116,7 +116,7 @@ def run(n: int, seconds: float, per_critique: float, per_image: int) -> dict:
                     break
                 except OSError:
                     if server.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError("the server did not start: " + server.stderr.read().decode()[-2000:])
+                        raise RuntimeError("the server did not start: " + (tmp / "server.log").read_text()[-2000:])
                     time.sleep(0.2)
             out = {"sent": [], "acked": [], "latency": [], "errors": [], "out_of_images": 0}
             end = time.monotonic() + seconds
@@ -127,7 +127,12 @@ def run(n: int, seconds: float, per_critique: float, per_image: int) -> dict:
             asyncio.run(everyone())
         finally:
             server.terminate()
-            server.wait(30)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(30)
+            log.close()
         with sqlite3.connect(tmp / "out" / "critiques" / "critiques.db") as con:
             stored = {(a, i): d for a, i, d in con.execute(
                 "SELECT annotator, image_id, description FROM critiques")}
@@ -151,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="a fast annotator's time per critique (grade, 8 ratings, one sentence)")
     p.add_argument("--per-image", type=int, default=3)
     a = p.parse_args(argv)
-    print(f"{os.cpu_count()} CPU cores; {a.seconds:.0f} s per run; {a.seconds_per_critique:.0f} s per critique "
+    print(f"{os.cpu_count()} CPU cores; {a.seconds:.0f} s per run; {a.seconds_per_critique:g} s per critique "
           f"per annotator; k = {a.per_image}; measured by this run", flush=True)
     print(f"{'annotators':>10} {'sent':>6} {'stored':>7} {'lost':>5} {'errors':>6} {'p50 s':>7} {'p95 s':>7} "
           f"{'max s':>7} {'max/image':>9}", flush=True)

@@ -225,8 +225,20 @@ def test_a_class_annotates_at_once(server, tmp_path):
             server.start()
             expect(ann.locator("#message")).to_contain_text(f"saved critique of {on_show}", timeout=30_000)
 
+            # a tab closed mid-critique stores nothing; the image stays the annotator's
+            tab = ben.context.new_page()
+            tab.goto(server.url + "/")
+            half = image_id(tab)
+            tab.locator("button.grade", has_text="Bad").click()
+            tab.click("#next")
+            expect(tab.locator("#step-1")).to_be_visible()
+            tab.locator(".attr-row button.rating[data-value='1']").first.click()
+            tab.close()
+            assert not [c for c in rows(server.out)[0] if c[:2] == (half, "Ben")]
+            assert image_id(ben) == half
+
             # more critiques after the restart, until some images have their k
-            by_keys(ben, key="2", rating=3)
+            assert by_keys(ben, key="2", rating=3) == half
             by_mouse(cy, grade="Poor [4]", rating=2)
             by_mouse(ann, grade="Good [2]", rating=4)
 

@@ -1,5 +1,5 @@
 """Stage 1, critique collection: the progressive-question protocol, a SQLite critique store, an
-ipywidgets annotation tool, simulated annotators, importers of real critique data, and the
+ipywidgets annotation tool and its class server, simulated annotators, importers of real critique data, and the
 aggregate statistics (consensus, distributions, Krippendorff's alpha).
 
 CLI: ``aes collect simulate|import|export|stats|serve``. See docs/collect.md.

@@ -433,7 +433,8 @@ def serve(data_dir: str | Path, out_dir: str | Path, host: str = "127.0.0.1", po
         lines.append(f"join code: {join}")
     lines += [f"teacher's view: http://{shown[0]}:{port}/teacher?code={tcode}",
               f"stop: Ctrl+C, then `aes collect export --out {out_dir}` and `aes collect stats --out {out_dir}`"]
-    print("\n".join(lines), flush=True)
+    for line in lines:
+        log.info("%s", line)
     app = create_app(session, Path(data_dir), join, tcode, out_dir)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
