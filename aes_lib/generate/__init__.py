@@ -83,6 +83,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
           f"{s['n_rejected']} rejected; by type {s['counts_by_type']}; by split {s['counts_by_split']}; "
           f"tokens {result['run']['usage'].get('total_tokens', 0)}, "
           f"cost ${result['run']['usage'].get('cost_usd', 0.0):.4f} -> {Path(args.out) / 'instructions'}")
+    wrong = s["contradicted"]
+    print(f"questions contradicting the critique's ratings: {wrong['kept']} kept (goal 0), "
+          f"{wrong['drafted']} drafted and rejected")
     if result["lost"]:
         print(f"aes generate: {len(result['lost'])} of {s['n_critiques']} critiques lost: their API requests "
               f"failed (stage refine/assemble in {Path(args.out) / 'instructions' / 'rejects.jsonl'}); "

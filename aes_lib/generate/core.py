@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from aes_lib.config import Config, require
 from aes_lib.generate import offline
+from aes_lib.generate.faithful import contradiction, instruction_contradiction
 from aes_lib.generate.offline import BAND_JUDGMENT, PROMPTS_DIR, band, mcq_prompt
 from aes_lib.io import sha256_text, write_json
 from aes_lib.schema import (GRADE_TO_LEVEL, QTYPES, SPLITS, Critique, ImageRecord, Instruction,
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("offline", "openai")
 OPEN_TYPES = ("level", "description", "interpretation", "suggestion", "conversation")
+#: how a reject for contradicting the critique's ratings begins (counted in stats.json)
+CONTRADICTS = "contradicts the critique"
 
 
 @dataclass
@@ -150,6 +153,9 @@ def check_draft(d: dict[str, Any], c: Critique, t: dict) -> str | None:
     attr = d["attribute"]
     if attr not in c.attributes:
         return f"attribute {attr!r} was not judged in the critique"
+    wrong = contradiction(d.get("question", ""), options, d["correct"], attr, c, t)
+    if wrong:
+        return f"{CONTRADICTS}: {wrong}"
     if d["qtype"] == "yes-no" and sorted(o.lower() for o in options) != ["no", "yes"]:
         return "yes-no options must be exactly Yes and No (in either order)"
     if d.get("defect"):  # about a named defect: the answer must be the one the critique's text gives
@@ -431,6 +437,10 @@ def generate(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_cfg: A
     if cfg.dedupe:
         instructions, dup_rejects = dedupe(instructions)
         rejects += dup_rejects
+    by_id = {c.id: c for c in critiques}
+    kept_wrong = [i.id for i in instructions
+                  if instruction_contradiction(i, by_id[i.critique_ids[0]], t)]  # 0 unless a check is missed
+    drafted_wrong = sum(r["stage"] == "check" and r["reason"].startswith(CONTRADICTS) for r in rejects)
     usage = client.usage_summary() if client else {"requests_sent": 0, "prompt_tokens": 0,
                                                      "completion_tokens": 0, "total_tokens": 0,
                                                      "cost_usd": 0.0}
@@ -439,7 +449,10 @@ def generate(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_cfg: A
     stats = compute_stats(instructions, len(rejects), cfg.prompt_label(), {
         "n_critiques": len(critiques), "generator": generator,
         "annotator_kinds": dict(Counter(c.annotator_kind for c in critiques)),
-        "rejects_by_stage": dict(Counter(r["stage"] for r in rejects))})
+        "rejects_by_stage": dict(Counter(r["stage"] for r in rejects)),
+        # questions or answers that contradict the critique's own ratings: drafted (and rejected),
+        # and kept in the instructions (the goal, and what the offline generator gives: 0 and 0)
+        "contradicted": {"drafted": drafted_wrong, "kept": len(kept_wrong), "kept_ids": kept_wrong[:20]}})
     run = {"stage": "generate", "backend": cfg.backend, "generator": generator,
            "generate_config": cfg.to_dict(),
            "client_config": client.cfg.to_dict() if client else None,
