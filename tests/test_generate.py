@@ -290,7 +290,8 @@ def llm(llm_server, monkeypatch):
 def client_cfg(server, **kw) -> ClientConfig:
     return ClientConfig.from_dict({"base_url": server.base_url, "model": "fake-gpt",
                                    "api_key_env": "AES_GEN_KEY", "backoff_base_s": 0.01,
-                                   "max_retries": 1, "max_reasks": 1, **kw})
+                                   "max_retries": 1, "max_reasks": 1, "input_price_per_mtok": 0.15,
+                                   "output_price_per_mtok": 0.60, **kw})
 
 
 def test_openai_backend_end_to_end(llm, tmp_path):
@@ -478,3 +479,21 @@ def test_v1_keeps_its_fixed_option_order():
         orders.add(tuple(e["options"]))
         assert e["options"][e["correct"]] == "No"
     assert orders == {("Yes", "No"), ("No", "Yes")}
+
+
+def test_dry_run_prices_each_model_or_says_the_price_is_unknown(llm, tmp_path, capsys):
+    """Notebook 02's exercise: gpt-4o is not priced as gpt-4o-mini; an unknown model gets no cost."""
+    from aes_lib.generate import describe_estimate
+
+    make_inputs(tmp_path, n_photos=1, per_image=2)
+    est = {}
+    for model in ("gpt-4o-mini", "gpt-4o", "my-local-llava"):
+        assert aes_main(["generate", "--backend", "openai", "--dry-run", "--out", str(tmp_path), "--model", model,
+                         "--base-url", llm.base_url, "--api-key-env", "AES_GEN_KEY"]) == 0
+        est[model] = json.loads(capsys.readouterr().out)
+    assert est["gpt-4o"]["total_cost_usd"] > 10 * est["gpt-4o-mini"]["total_cost_usd"] > 0
+    assert est["my-local-llava"]["total_cost_usd"] is None
+    assert "gpt-4o list price" in describe_estimate(est["gpt-4o"], "gpt-4o")
+    line = describe_estimate(est["my-local-llava"], "my-local-llava")
+    assert "unknown, price unknown for model 'my-local-llava'" in line and "$" not in line
+    assert llm.requests() == 0

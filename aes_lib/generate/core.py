@@ -535,11 +535,36 @@ def estimate(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_cfg: A
     client, refine, assemble = plan_requests(cfg, out_dir, client_cfg, **kw)
     est = {"refine": client.estimate(refine, expected_completion_tokens[0]),
            "assemble": client.estimate(assemble, expected_completion_tokens[1])}
-    est["total_cost_usd"] = round(est["refine"]["est_cost_usd"] + est["assemble"]["est_cost_usd"], 4)
+    known = est["refine"]["est_cost_usd"] is not None   # None: the model's price is unknown
+    est["total_cost_usd"] = round(est["refine"]["est_cost_usd"] + est["assemble"]["est_cost_usd"], 4) \
+        if known else None
     est["total_batch_cost_usd"] = round(est["refine"]["est_batch_cost_usd"]
-                                        + est["assemble"]["est_batch_cost_usd"], 4)
+                                        + est["assemble"]["est_batch_cost_usd"], 4) if known else None
+    est["price"] = est["refine"]["price"]
     client.close()
     return est
+
+
+def describe_estimate(est: dict[str, Any], model: str, paper_critiques: int = 88_000) -> str:
+    """One line for a reader: the estimated cost of these critiques (and the Batch API's), and at
+    the paper's number of critiques; or that the model's price is unknown."""
+    n = est["refine"]["requests"]
+    if est["total_cost_usd"] is None:
+        return (f"estimated cost for these {n} critiques with {model}: unknown, {est['price']}; "
+                f"tokens: {est['refine']['est_prompt_tokens'] + est['assemble']['est_prompt_tokens']:,} "
+                f"prompt, {est['refine']['est_completion_tokens'] + est['assemble']['est_completion_tokens']:,} "
+                f"completion (estimated)")
+    per = est["total_cost_usd"] / max(1, n)
+    return (f"estimated cost for these {n} critiques with {model}: ${est['total_cost_usd']:.4f} "
+            f"(Batch API: ${est['total_batch_cost_usd']:.4f}); at the paper's {paper_critiques:,} "
+            f"feedbacks: about ${per * paper_critiques:,.0f}; priced at {est['price']}")
+
+
+def describe_usage(usage: dict[str, Any]) -> str:
+    """Tokens and cost of the requests a run sent, or that the price is unknown."""
+    cost = usage.get("cost_usd", 0.0)
+    money = f"cost ${cost:.4f}" if cost is not None else f"cost unknown ({usage.get('price', '')})"
+    return f"tokens {usage.get('total_tokens', 0)}, {money}"
 
 
 def _from_first_uncached(client: Any, requests: Iterable[Any]) -> Iterator[Any] | None:
