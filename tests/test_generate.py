@@ -497,3 +497,16 @@ def test_dry_run_prices_each_model_or_says_the_price_is_unknown(llm, tmp_path, c
     line = describe_estimate(est["my-local-llava"], "my-local-llava")
     assert "unknown, price unknown for model 'my-local-llava'" in line and "$" not in line
     assert llm.requests() == 0
+
+
+def test_critiques_of_photos_the_rebuilt_dataset_dropped_name_the_real_cause(inputs):
+    """Notebook 00's exercise rebuilds the dataset with three photos; the store's critiques still
+    name the others: the error says so and how to go back, not to pass --manifest none."""
+    manifest = json.loads((inputs / "data" / "manifest.json").read_text())
+    manifest["images"] = [r for r in manifest["images"] if r["source_photo"] == "photo0"]
+    (inputs / "data" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError) as err:
+        generate(GenerateConfig(), inputs, progress=False)
+    msg = str(err.value)
+    assert "20 of 24 critiques (20 simulated) name 10 images the dataset no longer has" in msg
+    assert "photos = []" in msg and "--manifest none" not in msg

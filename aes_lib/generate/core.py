@@ -119,9 +119,22 @@ def resolve_images(critiques: list[Critique], images: dict[str, ImageRecord], cf
         elif cfg.unlisted_images == "hash_split":
             image = str(c.extra.get("image") or c.image_id) if isinstance(c.extra, dict) else c.image_id
             out[c.image_id] = (image, hash_split(c.image_id))
-        else:
-            raise ValueError(f"{where}: critique {c.id!r}: image_id {c.image_id!r} is not in the "
-                             f"manifest ({NO_MANIFEST_HINT})")
+    missing = [c for c in critiques if c.image_id not in out]
+    if missing:
+        c = missing[0]
+        head = f"{where}: critique {c.id!r}: image_id {c.image_id!r} is not in the manifest"
+        if images and len(missing) < len(critiques):
+            # some critiques match the dataset, others do not: the dataset was rebuilt with
+            # other photos after they were written (notebook 00's `photos`); the store keeps them
+            kinds = Counter(m.annotator_kind for m in missing)
+            raise ValueError(
+                f"{head}: {len(missing)} of {len(critiques)} critiques ("
+                + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+                + f") name {len({m.image_id for m in missing})} images the dataset no longer has. It was "
+                "rebuilt with other photos than they critique (notebook 00's `photos`, or 'aes data "
+                "build --photos'); rebuild it with all photos (notebook 00 with `photos = []`, then 01 "
+                "and 02), which the annotation store's critiques need")
+        raise ValueError(f"{head} ({NO_MANIFEST_HINT})")
     return out
 
 
