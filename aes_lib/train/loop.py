@@ -441,6 +441,8 @@ def train(cfg: TrainConfig, stop_after: int = 0) -> dict[str, Any]:
     model, processor = load_model_and_processor(base, dtype=dtype, image_mode=cfg.image_mode,
                                                 conversation=cfg.conversation,
                                                 attn_implementation=cfg.attn_implementation)
+    # '' means the model folder's own format: record what was resolved (config.json, resume checks)
+    cfg.image_mode, cfg.conversation = (input_format_of(processor)[k] for k in ("image_mode", "conversation"))
     dataset = LlavaDataset(processor, records, cfg.image_root, cfg.max_length, cfg.train_file,
                            cfg.max_dropped_fraction)
     stats = dataset.stats.to_dict()
