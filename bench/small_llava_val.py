@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--stage2-steps", type=int, default=150)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--stage1-lr", type=float, default=None, help="stage 1's LoRA lr (default: --lr)")
     ap.add_argument("--projector-lr", type=float, default=1e-3)
     ap.add_argument("--lora-r", type=int, default=8)
     ap.add_argument("--lora-targets", nargs="+", default=["q_proj", "v_proj"])
@@ -73,8 +74,10 @@ def main() -> None:
     s1, s2 = work / "stage1", work / "stage2"
     t = time.perf_counter()
     if not (args.reuse and (s1 / "merged" / "config.json").exists()):
-        train(TrainConfig.from_dict(stage_config("small", align["train"], align["val"], data / "data",
-                                                 s1, args.stage1_steps, args, "both", [])))
+        s1_cfg = stage_config("small", align["train"], align["val"], data / "data", s1, args.stage1_steps,
+                              args, "both", [])
+        s1_cfg["lr"] = args.stage1_lr if args.stage1_lr is not None else args.lr
+        train(TrainConfig.from_dict(s1_cfg))
     times["stage1"] = time.perf_counter() - t
     t = time.perf_counter()
     if not (args.reuse and (s2 / "merged" / "config.json").exists()):
