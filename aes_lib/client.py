@@ -78,10 +78,22 @@ class ClientConfig(Config):
     json_mode: bool = field(default=True, metadata={
         "help": "ask for a JSON object (response_format json_object)"})
     image_detail: str = field(default="low", metadata={"help": "vision detail: low | high | auto"})
-    input_price_per_mtok: float = field(default=0.15, metadata={
-        "help": "USD per million prompt tokens (gpt-4o-mini list price; set for your model)"})
-    output_price_per_mtok: float = field(default=0.60, metadata={
-        "help": "USD per million completion tokens"})
+    input_price_per_mtok: float | None = field(default=None, metadata={
+        "help": "USD per million prompt tokens; None = the list price of a model in KNOWN_PRICES "
+                "(gpt-4o-mini, gpt-4o), else the price is unknown and no cost is given"})
+    output_price_per_mtok: float | None = field(default=None, metadata={
+        "help": "USD per million completion tokens; None = as input_price_per_mtok"})
+
+    def prices(self) -> tuple[float, float] | None:
+        """(input, output) USD per million tokens: the configured ones, else the model's list
+        price from :data:`KNOWN_PRICES` (a dated snapshot such as ``gpt-4o-2024-08-06`` counts as
+        its model), else None: the price is unknown."""
+        known = KNOWN_PRICES.get(self.model) or KNOWN_PRICES.get(re.sub(r"-\d{4}-\d{2}-\d{2}$", "", self.model))
+        if self.input_price_per_mtok is not None and self.output_price_per_mtok is not None:
+            return float(self.input_price_per_mtok), float(self.output_price_per_mtok)
+        if known is None or self.input_price_per_mtok is not None or self.output_price_per_mtok is not None:
+            return None   # no list price, or only one of the two prices given
+        return known
 
     def check(self) -> None:
         require(isinstance(self.model, str) and self.model.strip() != "", "model", "must not be empty")
@@ -97,8 +109,32 @@ class ClientConfig(Config):
         require(self.retry_after_max_s >= 0, "retry_after_max_s", "must be 0 or more")
         require(self.max_tokens >= 1, "max_tokens", "must be at least 1")
         require(self.image_detail in IMAGE_TOKENS, "image_detail", "must be low, high or auto")
-        require(self.input_price_per_mtok >= 0 and self.output_price_per_mtok >= 0,
+        require(all(p is None or p >= 0 for p in (self.input_price_per_mtok, self.output_price_per_mtok)),
                 "input_price_per_mtok", "prices must be 0 or more")
+        require((self.input_price_per_mtok is None) == (self.output_price_per_mtok is None),
+                "output_price_per_mtok", "give both prices (input and output) or neither")
+
+
+#: List prices, USD per million (prompt, completion) tokens, of the models this project names in
+#: its docs and notebooks, as OpenAI's pricing page listed them for the standard (not Batch)
+#: API in 2024 (gpt-4o: the gpt-4o-2024-08-06 snapshot's). Any other model has no price here:
+#: set input_price_per_mtok and output_price_per_mtok, or its cost is reported as unknown.
+KNOWN_PRICES: dict[str, tuple[float, float]] = {"gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00)}
+
+
+def price_note(cfg: "ClientConfig") -> str:
+    """How a cost was priced, in words: the configured prices, a list price, or unknown."""
+    prices = cfg.prices()
+    if prices is None:
+        return (f"price unknown for model {cfg.model!r}: set input_price_per_mtok and "
+                f"output_price_per_mtok (USD per million tokens)")
+    given = cfg.input_price_per_mtok is not None
+    return (f"${prices[0]:g} / ${prices[1]:g} per million prompt / completion tokens "
+            + ("(configured)" if given else f"({cfg.model} list price)"))
+
+
+def _round(x: float | None, digits: int) -> float | None:
+    return None if x is None else round(x, digits)
 
 
 #: How a reply that fails ``validate`` is asked again (:attr:`ChatRequest.reask`).
@@ -328,22 +364,26 @@ class LLMClient:
             for k, v in counts.items():
                 self._usage[k] += v
 
-    def cost(self, prompt_tokens: float, completion_tokens: float) -> float:
-        return (prompt_tokens * self.cfg.input_price_per_mtok
-                + completion_tokens * self.cfg.output_price_per_mtok) / 1e6
+    def cost(self, prompt_tokens: float, completion_tokens: float) -> float | None:
+        """USD for these tokens; None when the model's price is unknown (never another model's)."""
+        prices = self.cfg.prices()
+        if prices is None:
+            return None
+        return (prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1e6
 
     def usage_summary(self) -> dict:
         """Tokens sent and cost (USD) of the requests this client actually sent, plus cache hits."""
         u = dict(self._usage)
         u["total_tokens"] = u["prompt_tokens"] + u["completion_tokens"]
-        u["cost_usd"] = round(self.cost(u["prompt_tokens"], u["completion_tokens"]), 6)
-        u["cost_saved_by_cache_usd"] = round(
+        u["cost_usd"] = _round(self.cost(u["prompt_tokens"], u["completion_tokens"]), 6)
+        u["cost_saved_by_cache_usd"] = _round(
             self.cost(u["cached_prompt_tokens"], u["cached_completion_tokens"]), 6)
         u["model"] = self.cfg.model
         u["base_url"] = self.cfg.base_url or "https://api.openai.com/v1"
         u["api_key_env"] = self.cfg.api_key_env
-        u["input_price_per_mtok"] = self.cfg.input_price_per_mtok
-        u["output_price_per_mtok"] = self.cfg.output_price_per_mtok
+        prices = self.cfg.prices()
+        u["input_price_per_mtok"], u["output_price_per_mtok"] = prices or (None, None)
+        u["price"] = price_note(self.cfg)
         return u
 
     # --- cache ----------------------------------------------------------------------------
@@ -619,8 +659,10 @@ class LLMClient:
         return {"requests": n_requests, "cached": n_requests - n_send,
                 "to_send": n_send, "est_prompt_tokens": prompt,
                 "est_completion_tokens": completion,
-                "est_cost_usd": round(self.cost(prompt, completion), 4),
-                "est_batch_cost_usd": round(self.cost(prompt, completion) / 2, 4),
+                "est_cost_usd": _round(self.cost(prompt, completion), 4),
+                "est_batch_cost_usd": _round(None if self.cost(prompt, completion) is None
+                                             else self.cost(prompt, completion) / 2, 4),
+                "price": price_note(self.cfg),
                 "min_minutes_at_rate_limits": round(max(minutes), 2) if minutes else 0.0,
                 "model": self.cfg.model}
 

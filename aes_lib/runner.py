@@ -493,6 +493,63 @@ def git_state(cwd: Path) -> tuple[str, bool | None]:
         return "unknown", None
 
 
+def committed_parameters_and_cells(nb: Path, cwd: Path) -> tuple[dict[str, Any], list[tuple[str, str]]] | None:
+    """(parameters, [(cell type, source)]) of the committed version of notebook ``nb`` (git
+    ``HEAD``); None outside a git tree or when the notebook is not committed."""
+    import nbformat
+
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        rel = Path(nb).resolve().relative_to(Path(top).resolve()).as_posix()
+        text = subprocess.run(["git", "show", f"HEAD:{rel}"], cwd=top, capture_output=True, text=True,
+                              check=True).stdout
+    except (OSError, ValueError, subprocess.CalledProcessError):
+        return None
+    old = nbformat.reads(text, as_version=4)
+    tmp_params: dict[str, Any] = {}
+    cells = [c for c in old.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    if cells:
+        for node in ast.parse(cells[0].source).body:
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    if isinstance(target, ast.Name):
+                        try:
+                            tmp_params[target.id] = ast.literal_eval(node.value)
+                        except ValueError:
+                            pass
+    return tmp_params, [(c.cell_type, c.source) for c in old.cells]
+
+
+def notebook_edits(nb: Path, cwd: Path) -> dict[str, Any] | None:
+    """How notebook ``nb`` differs from its committed version (JupyterLab autosaves a student's
+    edits into ``notebooks/``): ``{"cells": [indices of changed cells], "parameters": {name:
+    {"committed": v, "now": v}}}``, or None when it does not differ or cannot be compared."""
+    import nbformat
+
+    committed = committed_parameters_and_cells(nb, cwd)
+    if committed is None:
+        return None
+    old_params, old_cells = committed
+    now = nbformat.read(nb, as_version=4)
+    new_cells = [(c.cell_type, c.source) for c in now.cells]
+    changed = [i for i in range(max(len(old_cells), len(new_cells)))
+               if (old_cells[i] if i < len(old_cells) else None) != (new_cells[i] if i < len(new_cells) else None)]
+    if not changed:
+        return None
+    new_params = notebook_parameters(nb)
+    params = {k: {"committed": old_params.get(k), "now": new_params.get(k)}
+              for k in sorted(set(old_params) | set(new_params)) if old_params.get(k) != new_params.get(k)}
+    return {"cells": changed, "parameters": params}
+
+
+def _shown_path(nb: Path, cwd: Path) -> str:
+    try:
+        return Path(nb).resolve().relative_to(Path(cwd).resolve()).as_posix()
+    except ValueError:
+        return str(nb)
+
+
 def _record(run: NotebookRun, run_id: str, profile: str, out_abs: Path) -> dict[str, Any]:
     rec: dict[str, Any] = {"name": run.name, "status": "ok" if run.ok else "failed", "ok": run.ok,
                            "run_id": run_id, "profile": profile, "seconds": round(run.seconds, 1),
@@ -600,12 +657,26 @@ def _reproduce(profile, notebooks_dir, out_dir, cwd, start, only, timeout, overr
     total = len(notebooks)
     failure = None
     interrupted: Interrupted | None = None
+    edits: dict[str, dict[str, Any]] = {}
     for i, nb in enumerate(notebooks, 1):
         t0 = time.monotonic()
         params = {**resolved_all[nb.stem]}
-        if "out_dir" in notebook_parameters(nb):
+        declared = notebook_parameters(nb)
+        if "out_dir" in declared:
             params["out_dir"] = str(out)
-        manifest["parameters"][nb.stem] = params
+        # what the notebook actually runs with: its parameters cell as it is on disk (edits
+        # included), then what the profile injects over it
+        manifest["parameters"][nb.stem] = {**declared, **params}
+        manifest.setdefault("injected_parameters", {})[nb.stem] = params
+        edited = notebook_edits(nb, cwd)
+        if edited:
+            edits[nb.stem] = edited
+            kept = {k: v["now"] for k, v in edited["parameters"].items() if k not in params}
+            log.warning("%s differs from the committed version (cells %s)%s: this run uses the edited "
+                        "notebook; 'git checkout %s' restores it", nb.name,
+                        ", ".join(map(str, edited["cells"])),
+                        (" and runs with " + ", ".join(f"{k} = {v!r}" for k, v in kept.items())) if kept else "",
+                        _shown_path(nb, cwd))
         log.info("[%d/%d] %s ...", i, total, nb.name)
         before = _files(out_abs)
         try:
@@ -642,6 +713,7 @@ def _reproduce(profile, notebooks_dir, out_dir, cwd, start, only, timeout, overr
                           "failed" if "failed" in statuses else
                           "incomplete" if "not run" in statuses else "ok")
     manifest["seeds"] = {stem: p.get("seed") for stem, p in manifest["parameters"].items() if "seed" in p}
+    manifest["edited_notebooks"] = edits   # notebooks that differed from the committed version
     manifest["produced_by"] = dict(sorted(produced_by.items()))
     _write_manifest(manifest, out_abs)
     if interrupted is not None:

@@ -85,6 +85,7 @@ def save_figure(fig, stem: str | Path, dpi: float | None = None, palette: bool =
     from aes_lib.io import atomic_write_bytes
 
     stem = Path(stem)
+    _check(fig, stem, dpi)
     paths = []
     for ext in FIGURE_FORMATS:
         buf = io.BytesIO()
@@ -95,6 +96,26 @@ def save_figure(fig, stem: str | Path, dpi: float | None = None, palette: bool =
             data = _palette_png(data)
         paths.append(atomic_write_bytes(stem.parent / f"{stem.name}.{ext}", data))
     return paths
+
+
+def _check(fig, stem: Path, dpi: float | None) -> None:
+    """With ``AES_FIGURE_CHECK`` set, the reader's check of :mod:`aes_lib.report.figcheck`:
+    ``warn`` logs each problem, ``strict`` raises naming the figure."""
+    import logging
+    import os
+
+    mode = os.environ.get("AES_FIGURE_CHECK", "").strip().lower()
+    if mode in ("", "0", "off", "no"):
+        return
+    from aes_lib.report.figcheck import check_figure
+
+    problems = check_figure(fig, dpi)
+    if not problems:
+        return
+    if mode == "strict":
+        raise ValueError(f"{stem}.png: figure check: " + "; ".join(problems))
+    for p in problems:
+        logging.getLogger(__name__).warning("%s.png: %s", stem, p)
 
 
 def _palette_png(data: bytes) -> bytes:

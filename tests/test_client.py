@@ -53,7 +53,7 @@ def req(key: str = "a", text: str = "hello") -> ChatRequest:
 
 
 def test_success_parses_and_counts_tokens(fake):
-    client = make_client(fake)
+    client = make_client(fake, input_price_per_mtok=0.15, output_price_per_mtok=0.60)
     [r] = client.run([req()], progress=False)
     assert r.ok and r.parsed["reply"] == "ok" and not r.cached and r.error == ""
     assert r.usage["prompt_tokens"] > 0 and r.usage["completion_tokens"] > 0
@@ -400,3 +400,27 @@ def test_interrupted_batch_export_leaves_no_temporary_or_unnamed_file(fake, tmp_
     # the next export removes them first
     export = client.batch_export([req(f"k{i}", f"text {i}") for i in range(4)], tmp_path / "b.jsonl")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.jsonl"] and export["requests"] == 4
+
+
+def test_prices_are_the_models_own_or_unknown(fake):
+    """gpt-4o is priced as gpt-4o, not as gpt-4o-mini; a model without a known price gets no cost."""
+    from aes_lib.client import KNOWN_PRICES
+
+    mini = ClientConfig.from_dict(model="gpt-4o-mini")
+    big = ClientConfig.from_dict(model="gpt-4o")
+    assert mini.prices() == KNOWN_PRICES["gpt-4o-mini"] and big.prices() == KNOWN_PRICES["gpt-4o"]
+    assert big.prices() != mini.prices()
+    assert ClientConfig.from_dict(model="gpt-4o-2024-08-06").prices() == KNOWN_PRICES["gpt-4o"]
+    assert ClientConfig.from_dict(model="Qwen/Qwen2.5-VL-7B-Instruct").prices() is None
+    assert ClientConfig.from_dict(model="x", input_price_per_mtok=1.0, output_price_per_mtok=2.0).prices() == (1.0, 2.0)
+    with pytest.raises(ValueError, match="both prices"):
+        ClientConfig.from_dict(model="x", input_price_per_mtok=1.0)
+    reqs = [req("a", "hello " * 50)]
+    est = {m: make_client(fake, model=m).estimate(reqs, 100) for m in ("gpt-4o-mini", "gpt-4o", "local-llava")}
+    assert est["gpt-4o"]["est_cost_usd"] > 10 * est["gpt-4o-mini"]["est_cost_usd"] > 0
+    assert est["local-llava"]["est_cost_usd"] is None and est["local-llava"]["est_batch_cost_usd"] is None
+    assert est["local-llava"]["price"].startswith("price unknown for model 'local-llava'")
+    client = make_client(fake, model="local-llava")
+    [r] = client.run([req()], progress=False)
+    u = client.usage_summary()
+    assert r.ok and u["prompt_tokens"] > 0 and u["cost_usd"] is None and "price unknown" in u["price"]

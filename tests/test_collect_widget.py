@@ -80,14 +80,14 @@ def test_submit_walks_the_levels_and_lands_in_sqlite(setup):
     tool.shortcut.value = "2"
     assert tool.grade.value == "good" and tool.shortcut.value == ""
     tool.next_button.click()
-    assert tool.step == 1
+    assert tool.step == 1 and tool.message.value == ""   # a level answered: its warning is gone
     tool.next_button.click()                           # level 2 is validated too
     assert tool.step == 1 and "rate Technical quality" in tool.message.value
     for attr in ATTRIBUTES:
         tool.ratings[attr].value = 3
     tool.words["vibe"].value = "cosy"
     tool.next_button.click()
-    assert tool.step == 2
+    assert tool.step == 2 and tool.message.value == ""
     tool.description.value = "too short"
     tool.submit_button.click()
     assert store.count() == 0 and "at least 8 words" in tool.message.value
@@ -103,7 +103,8 @@ def test_submit_walks_the_levels_and_lands_in_sqlite(setup):
     assert json.loads(attrs)["vibe"] == {"rating": 3, "word": "cosy"}
     assert tool.current != first and tool.step == 0 and tool.grade.value is None
     assert tool.progress.value == 1 and "1 / 4 done, 3 to do" in tool.progress_label.value
-    assert "1 human critiques by 1 annotators" in tool.overall_label.value
+    assert "1 human critique by 1 annotator;" in tool.overall_label.value
+    assert "saved critique of" in tool.message.value and "#b00" not in tool.message.value
 
 
 def test_resume_order_skip_flag_and_back(setup):
@@ -114,9 +115,11 @@ def test_resume_order_skip_flag_and_back(setup):
     assert tool.current == order[1]
     tool.skip_button.click()                           # skipped images come back last
     assert tool.current == order[2]
+    assert f"skipped {order[1]}" in tool.message.value    # a confirmation, not silence
     tool.flag_reason.value = "broken image"
     tool.flag_button.click()
     assert store.events("flag")[0]["image_id"] == order[2]
+    assert f"flagged {order[2]} (broken image): recorded" in tool.message.value
     assert tool.pending() == [order[3], order[1]]
     # back at the first level returns to the previous image, with nothing to prefill after a flag
     tool.back_button.click()

@@ -48,7 +48,7 @@ def test_empty_split_and_empty_radar_series_have_no_legend_entry():
               for d in ("none", "bad_crop")]
     fig = F.fig_dataset_composition(images)
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["train"]
-    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["grace hopper"]
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["unknown package"]
     assert "bad crop" in [t.get_text() for t in fig.axes[1].get_yticklabels()]
     columns = {"AesP": ("AesP", 100.0), "AesE": ("AesE", 100.0), "AesA": ("AesA", 100.0)}
     fig = F.fig_radar_aesbench({"A": {"AesP": 50.0}, "B": {}}, {"base": {"AesP": 40.0}, "finetuned": {}},

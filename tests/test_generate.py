@@ -150,8 +150,10 @@ def test_offline_is_deterministic_and_seeded(inputs, tmp_path_factory):
 def test_duplicates_are_removed_with_a_reason(tmp_path):
     make_inputs(tmp_path, n_photos=1, per_image=1)
     crit = read_jsonl(tmp_path / "critiques" / "critiques.jsonl", Critique)
-    twin = Critique.from_dict({**crit[0].to_dict(), "id": crit[0].id + "-twin"})
-    make_inputs(tmp_path, n_photos=1, per_image=1, extra_critiques=[twin])
+    # twins of every critique: same judgments, other ids (and so other random wording): some of
+    # their items come out word for word the same
+    twins = [Critique.from_dict({**c.to_dict(), "id": c.id + "-twin"}) for c in crit]
+    make_inputs(tmp_path, n_photos=1, per_image=1, extra_critiques=twins)
     result = generate(GenerateConfig(), tmp_path, progress=False)
     rejects = [json.loads(x) for x in (tmp_path / "instructions" / "rejects.jsonl").read_text().splitlines()]
     dups = [r for r in rejects if r["stage"] == "dedupe"]
@@ -237,7 +239,8 @@ def test_defect_items_take_their_answer_from_the_critique():
             assert (right == "Yes") == (names["underexposed"] in d["question"])
         assert d["question"] not in d["options"] and "tilted" not in right  # not the recorded label
         bad = {**d, "correct": (d["correct"] + 1) % len(opts)}
-        assert "disagrees with the critique" in check_draft(bad, c, T)
+        reason = check_draft(bad, c, T)
+        assert "disagrees with the critique" in reason or reason.startswith("contradicts the critique")
     # a clean critique: "no obvious problem" only where it says so; nothing asked otherwise
     clean = crit("c2", "It is technically clean and pleasing to look at.", technical_quality=(3, "decent"),
                  color_light=(3, "plain"), composition=(2, "awkward"))
@@ -287,7 +290,8 @@ def llm(llm_server, monkeypatch):
 def client_cfg(server, **kw) -> ClientConfig:
     return ClientConfig.from_dict({"base_url": server.base_url, "model": "fake-gpt",
                                    "api_key_env": "AES_GEN_KEY", "backoff_base_s": 0.01,
-                                   "max_retries": 1, "max_reasks": 1, **kw})
+                                   "max_retries": 1, "max_reasks": 1, "input_price_per_mtok": 0.15,
+                                   "output_price_per_mtok": 0.60, **kw})
 
 
 def test_openai_backend_end_to_end(llm, tmp_path):
@@ -475,3 +479,34 @@ def test_v1_keeps_its_fixed_option_order():
         orders.add(tuple(e["options"]))
         assert e["options"][e["correct"]] == "No"
     assert orders == {("Yes", "No"), ("No", "Yes")}
+
+
+def test_dry_run_prices_each_model_or_says_the_price_is_unknown(llm, tmp_path, capsys):
+    """Notebook 02's exercise: gpt-4o is not priced as gpt-4o-mini; an unknown model gets no cost."""
+    from aes_lib.generate import describe_estimate
+
+    make_inputs(tmp_path, n_photos=1, per_image=2)
+    est = {}
+    for model in ("gpt-4o-mini", "gpt-4o", "my-local-llava"):
+        assert aes_main(["generate", "--backend", "openai", "--dry-run", "--out", str(tmp_path), "--model", model,
+                         "--base-url", llm.base_url, "--api-key-env", "AES_GEN_KEY"]) == 0
+        est[model] = json.loads(capsys.readouterr().out)
+    assert est["gpt-4o"]["total_cost_usd"] > 10 * est["gpt-4o-mini"]["total_cost_usd"] > 0
+    assert est["my-local-llava"]["total_cost_usd"] is None
+    assert "gpt-4o list price" in describe_estimate(est["gpt-4o"], "gpt-4o")
+    line = describe_estimate(est["my-local-llava"], "my-local-llava")
+    assert "unknown, price unknown for model 'my-local-llava'" in line and "$" not in line
+    assert llm.requests() == 0
+
+
+def test_critiques_of_photos_the_rebuilt_dataset_dropped_name_the_real_cause(inputs):
+    """Notebook 00's exercise rebuilds the dataset with three photos; the store's critiques still
+    name the others: the error says so and how to go back, not to pass --manifest none."""
+    manifest = json.loads((inputs / "data" / "manifest.json").read_text())
+    manifest["images"] = [r for r in manifest["images"] if r["source_photo"] == "photo0"]
+    (inputs / "data" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError) as err:
+        generate(GenerateConfig(), inputs, progress=False)
+    msg = str(err.value)
+    assert "20 of 24 critiques (20 simulated) name 10 images the dataset no longer has" in msg
+    assert "photos = []" in msg and "--manifest none" not in msg

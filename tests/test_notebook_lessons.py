@@ -74,3 +74,12 @@ def test_preview_is_a_small_jpeg_no_wider_than_asked(tmp_path):
     shown = preview(tmp_path / "big.png", width=900)
     assert shown.width == 900 and shown.data[:2] == b"\xff\xd8"          # JPEG
     assert len(shown.data) < (tmp_path / "big.png").stat().st_size / 4
+
+
+def test_an_exercise_that_deletes_data_says_what_it_does_later_and_how_to_go_back():
+    """Notebook 00's `photos` exercise rebuilds the dataset without the other photos: it must
+    warn that later notebooks' critiques no longer match, and say how to undo it."""
+    nb = nbformat.read(REPO / "notebooks" / "00_dataset.ipynb", as_version=4)
+    item = next(line for line in nb.cells[-1].source.splitlines() if line.startswith("2. `photos = ["))
+    assert "notebook 02" in item and "error" in item
+    assert "`photos = []`" in item and "01 and 02" in item

@@ -367,3 +367,28 @@ def test_make_clean_keeps_annotations_left_in_notebooks_outputs(tmp_path):
     proc = subprocess.run(["make", "--no-print-directory", "clean"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0 and "kept" not in proc.stderr
     assert not (tmp_path / "notebooks/outputs").exists()
+
+
+def test_an_edited_notebook_is_warned_about_and_its_values_recorded(chain, caplog):
+    """JupyterLab autosaves a student's edits into notebooks/: the runner says so, and the
+    manifest records the values each notebook really ran with, not only the profile's."""
+    git = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t"]
+    subprocess.run(git + ["init", "-q"], cwd=chain, check=True)
+    subprocess.run(git + ["add", "notebooks"], cwd=chain, check=True)
+    subprocess.run(git + ["commit", "-qm", "notebooks"], cwd=chain, check=True)
+    path = chain / "notebooks" / "01_second.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[0].source = nb.cells[0].source.replace('name = "b"', 'name = "mine"')
+    nbformat.write(nb, path)
+    profile = _profile(chain, "common: {seed: 1}\n")
+    with caplog.at_level("WARNING", logger="aes_lib.runner"):
+        reproduce(profile, chain / "notebooks", "out", cwd=chain, timeout=120)
+    assert (chain / "out" / "mine.txt").exists()
+    saved = json.loads((chain / "out" / "run_manifest.json").read_text())
+    assert saved["parameters"]["01_second"] == {"out_dir": "out", "seed": 1, "rate": 0.5, "name": "mine"}
+    assert saved["injected_parameters"]["01_second"] == {"seed": 1, "out_dir": "out"}
+    assert saved["edited_notebooks"] == {"01_second": {"cells": [0], "parameters": {
+        "name": {"committed": "b", "now": "mine"}}}}
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "01_second.ipynb differs from the committed version" in warned[0]
+    assert "name = 'mine'" in warned[0] and "git checkout notebooks/01_second.ipynb" in warned[0]

@@ -1,6 +1,7 @@
 """The whole notebook chain with the smoke profile, exactly as `make reproduce` runs it."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -24,9 +25,13 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_text(text)
     (out / "run_manifest.json").write_text("{}")   # the earlier run's: the folder is the project's
+    # every figure the run writes passes the reader's check (aes_lib.report.figcheck): readable
+    # text at the saved DPI, no text on text, no legend entry without data; a failing figure
+    # fails its notebook
+    env = {**os.environ, "AES_FIGURE_CHECK": "strict"}
     proc = subprocess.run([sys.executable, "-m", "aes_lib.cli", "reproduce", "--profile", "smoke",
                            "--out", str(out), "--timeout", "600"],
-                          cwd=REPO, capture_output=True, text=True, timeout=1200)
+                          cwd=REPO, capture_output=True, text=True, timeout=1200, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     manifest = json.loads((out / "run_manifest.json").read_text())
     expected = [p.stem for p in find_notebooks(REPO / "notebooks")]

@@ -1,8 +1,8 @@
 """Stage 1, critique collection: the progressive-question protocol, a SQLite critique store, an
-ipywidgets annotation tool, simulated annotators, importers of real critique data, and the
+ipywidgets annotation tool and its class server, simulated annotators, importers of real critique data, and the
 aggregate statistics (consensus, distributions, Krippendorff's alpha).
 
-CLI: ``aes collect simulate|import|export|stats``. See docs/collect.md.
+CLI: ``aes collect simulate|import|export|stats|serve``. See docs/collect.md.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 
+from .classroom import class_overview
 from .importers import FORMATS, ImportOptions, ImportResult, import_file, score_to_grade, score_to_rating
 from .pipeline import (collect_outputs, critiques_dir, export_jsonl, import_into_store, load_manifest,
                        open_store, simulate_into_store, store_summary, write_stats)
@@ -26,7 +27,7 @@ __all__ = [
     "open_store", "simulate_into_store", "store_summary", "write_stats", "STEPS", "Protocol", "load_protocol",
     "protocol_from_dict", "SimulateConfig", "simulate_critique", "simulate_critiques",
     "compute_stats", "consensus_rows", "ordinal_alpha", "plot_stats", "words_table", "CritiqueStore",
-    "AnnotationTool", "register_cli",
+    "AnnotationTool", "class_overview", "register_cli",
 ]
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,15 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    serve(args.data, args.out, host=args.host, port=args.port, per_image=args.per_image,
+          join_code=args.join_code, teacher_code=args.teacher_code, protocol=args.protocol,
+          lease_seconds=args.lease_seconds, flag_limit=args.flag_limit)
+    return 0
+
+
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser("collect", help="critique collection: simulate, import, export, stats",
                               description="Critique collection (stage 1). Outputs go to OUT/critiques/.")
@@ -141,3 +151,26 @@ def register_cli(subparsers) -> None:
 
     t = common(sub.add_parser("stats", help="write consensus.csv and stats.json"))
     t.set_defaults(func=_cmd_stats)
+
+    v = common(sub.add_parser(
+        "serve", help="serve the annotation tool to a class: many browsers, one store",
+        description="Serve the annotation tool to many annotators at once (the same protocol, steps and "
+                    "checks as notebook 01's tool), all writing to OUT/critiques/critiques.db. Prints the "
+                    "address students open, the join code (when one is needed) and the teacher's view."))
+    v.add_argument("--data", default="outputs/data", help="folder holding manifest.json (images are served "
+                   "only from it)")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this computer "
+                   "only; 0.0.0.0 for a classroom network, which requires a join code)")
+    v.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    v.add_argument("--per-image", type=int, default=3, help="critiques each image gets, from different "
+                   "annotators (default 3)")
+    v.add_argument("--join-code", default=None, help="the code students need (default: a random one, kept "
+                   "in the store, when --host is not a loopback address; none on 127.0.0.1 unless given)")
+    v.add_argument("--teacher-code", default=None, help="the code of the teacher's view (default: a random "
+                   "one, kept in the store)")
+    v.add_argument("--lease-seconds", type=float, default=300.0, help="an image handed out and not heard "
+                   "of for this long (a closed tab) passes on to others (default 300)")
+    v.add_argument("--flag-limit", type=int, default=2, help="an image flagged by this many annotators is "
+                   "withdrawn (default 2)")
+    v.add_argument("--protocol", default="default", help="protocol name or YAML path")
+    v.set_defaults(func=_cmd_serve)

@@ -108,6 +108,11 @@ def simulate_critique(img: ImageRecord, annotator: str, protocol_id: str, seed: 
     )
 
 
+def with_article(phrase: str) -> str:
+    """``phrase`` after "a" or "an" by its first letter ("a calm", "an airy", "an ominous")."""
+    return ("an " if phrase[:1].lower() in "aeiou" else "a ") + phrase
+
+
 def _write_text(img: ImageRecord, grade_score: int, rng: random.Random) -> tuple[str, str]:
     bank = simulation_bank()
     spec = bank["degradations"][img.degradation]
@@ -115,6 +120,7 @@ def _write_text(img: ImageRecord, grade_score: int, rng: random.Random) -> tuple
         "subject": _trait(img, "subject", img.title or "the subject"),
         "palette": _trait(img, "palette", "natural"),
         "mood": _trait(img, "mood", "neutral"),
+        "a_mood": with_article(_trait(img, "mood", "neutral")),
         "composition": _trait(img, "composition", "straightforward"),
         "interest": _trait(img, "interest", "the subject itself"),
     }

@@ -34,6 +34,11 @@ from .store import CritiqueStore, SubmitConflict, utc_now
 log = logging.getLogger(__name__)
 
 
+def plural(n: int, noun: str) -> str:
+    """``n`` and the noun, in the plural unless ``n`` is 1: "1 annotator", "2 annotators"."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def annotator_order(annotator: str, image_ids: list[str]) -> list[str]:
     """A stable, annotator-specific order of the images (so annotators do not all start alike)."""
     return sorted(image_ids, key=lambda i: hashlib.sha256(f"{annotator}\0{i}".encode()).hexdigest())
@@ -198,6 +203,7 @@ class AnnotationTool:
         if problems:
             self._say(problems, error=True)
             return False
+        self.message.value = ""   # the level is answered: its old warnings no longer apply
         if self.step < len(STEPS) - 1:
             self.step += 1
             self._render()
@@ -249,14 +255,18 @@ class AnnotationTool:
 
     def skip(self) -> None:
         if self.current is not None and self._named():
-            self.store.record_event("skip", self.current, self.annotator, "", self.protocol.id)
+            image = self.current
+            self.store.record_event("skip", image, self.annotator, "", self.protocol.id)
             self._advance()
+            self._say([f"skipped {image} (recorded; it comes back after the others)"])
 
     def flag(self) -> None:
         if self.current is not None and self._named():
-            self.store.record_event("flag", self.current, self.annotator, self.flag_reason.value,
+            image, reason = self.current, self.flag_reason.value.strip()
+            self.store.record_event("flag", image, self.annotator, self.flag_reason.value,
                                     self.protocol.id)
             self._advance()
+            self._say([f"flagged {image}" + (f" ({reason})" if reason else "") + ": recorded"])
 
     def _on_key(self, change) -> None:
         key = (change["new"] or "")[-1:]
@@ -345,8 +355,9 @@ class AnnotationTool:
         self.progress_label.value = f"{done} / {len(self.images)} done, {len(self.images) - done} to do"
         humans = [(i, a) for i, a in self.store.pairs("human") if i in self.images]
         covered = len({i for i, _ in humans})
-        self.overall_label.value = (f"Overall: {len(humans)} human critiques by "
-                                    f"{len({a for _, a in humans})} annotators; {covered} / "
+        n_people = len({a for _, a in humans})
+        self.overall_label.value = (f"Overall: {plural(len(humans), 'human critique')} by "
+                                    f"{plural(n_people, 'annotator')}; {covered} / "
                                     f"{len(self.images)} images have at least one")
 
     def _say(self, lines: list[str], error: bool = False) -> None:

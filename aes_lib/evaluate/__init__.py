@@ -107,7 +107,7 @@ def register_cli(subparsers) -> None:
     r.add_argument("--out-dir")
     r.add_argument("--config", help="YAML of EvalConfig keys")
     r.add_argument("--method", choices=("likelihood", "generate"))
-    r.add_argument("--mode", choices=("first-token", "full"))
+    r.add_argument("--mode", choices=("first-token", "full", "cloze"))
     r.add_argument("--reduce", choices=("sum", "mean"))
     r.add_argument("--judge", choices=("proxy-overlap", "api"))
     r.add_argument("--judge-model")

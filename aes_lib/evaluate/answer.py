@@ -51,8 +51,16 @@ def _long_enough(text: str) -> str:
     return text
 
 
-def _human_value(item: BenchItem, template: str) -> str:
-    text = item.question if item.dimension == "AesI" else mcq_prompt(item, template)
+#: Likelihood modes: ``first-token`` scores the option letters after the listed options (AesBench's
+#: letter format); ``full`` each option's text after the listed options; ``cloze`` asks the
+#: question *without* the options and scores each option's text as the whole answer (closed by the
+#: template's end-of-turn marker), by its mean log-probability per token (the cloze formulation
+#: used to evaluate small language models, which cannot bind answers to letters).
+LIKELIHOOD_MODES = ("first-token", "full", "cloze")
+
+
+def _human_value(item: BenchItem, template: str, cloze: bool = False) -> str:
+    text = item.question if item.dimension == "AesI" or cloze else mcq_prompt(item, template)
     return "<image>\n" + text
 
 
@@ -163,24 +171,29 @@ def answer_local(items: Sequence[BenchItem], model, processor, image_root: str |
     mcq = [it for it in items if it.dimension != "AesI"]
     open_items = [it for it in items if it.dimension == "AesI"]
     preds: dict[str, dict[str, Any]] = {}
-    prompts = {it.id: build_prompt(processor, [{"from": "human", "value": _human_value(it, template)}])
-               for it in items}
+    if mode not in LIKELIHOOD_MODES:
+        raise ValueError(f"mode: {mode!r} is not one of {', '.join(LIKELIHOOD_MODES)}")
+    cloze = method == "likelihood" and mode == "cloze"
+    human = {it.id: _human_value(it, template, cloze) for it in items}
+    prompts = {it.id: build_prompt(processor, [{"from": "human", "value": human[it.id]}]) for it in items}
     paths = {it.id: _image_path(it.image, image_root) for it in items}
     if mcq and method == "likelihood":
-        scorer = OptionScorer(model, processor, mode=mode, reduce=reduce, batch_images=batch_images)
+        scorer = OptionScorer(model, processor, mode="full" if cloze else mode,
+                              reduce="mean" if cloze else reduce, batch_images=batch_images)
         queries, cont_of = [], {}
         for it in mcq:
-            hv, prompt = _human_value(it, template), prompts[it.id]
-            # first-token: the letters, as the prompt asks for them; full: the options' texts
+            hv, prompt = human[it.id], prompts[it.id]
+            # first-token: the letters, as the prompt asks for them; full and cloze: the options' texts
             answers = option_letters(len(it.options)) if mode == "first-token" else it.options
             for a in answers:  # the template's text before an answer (" A" for LLaVA v1), once each
                 if a not in cont_of:
-                    cont_of[a] = answer_continuation(processor, hv, a, prompt)
+                    cont_of[a] = answer_continuation(processor, hv, a, prompt, closed=cloze)
             queries.append(Query(it.id, paths[it.id], prompt, [cont_of[a] for a in answers]))
         for it, scores in zip(mcq, scorer.score(queries, progress=progress)):
             best = max(range(len(scores)), key=scores.__getitem__)
             letter = option_letters(len(it.options))[best]
-            preds[it.id] = _record(it, f"likelihood:{mode}:{reduce}", listed_option(it, best),
+            preds[it.id] = _record(it, f"likelihood:{mode}:{'mean' if cloze else reduce}",
+                                   it.options[best] if cloze else listed_option(it, best),
                                    letter, [round(s, 6) for s in scores])
     elif mcq:
         texts, reasks = generate_replies(model, processor, [prompts[i.id] for i in mcq],

@@ -111,11 +111,14 @@ def score_shared_prefix(model, prefix_ids, pixel_values, rows: Sequence[Row], pa
     return results
 
 
-def answer_continuation(processor, human_value: str, answer: str, prompt: str | None = None) -> str:
+def answer_continuation(processor, human_value: str, answer: str, prompt: str | None = None,
+                        closed: bool = False) -> str:
     """The text the chat template puts between the generation prompt and the end of ``answer``.
 
     For LLaVA v1 that is ``" " + answer``; reading it off the template keeps the scorer right for
-    other templates too.
+    other templates too. ``closed``: up to the end of the whole assistant turn instead, the
+    template's end-of-turn marker included (``" No</s>"``, ``"No<|im_end|>"``), so that an option
+    is scored as the complete answer and not as the start of a longer one.
     """
     from aes_lib.models import build_prompt
 
@@ -125,7 +128,7 @@ def answer_continuation(processor, human_value: str, answer: str, prompt: str | 
     if full.startswith(prompt):
         at = full.find(answer, len(prompt))
         if at >= 0:
-            return full[len(prompt): at + len(answer)]
+            return full[len(prompt):].rstrip() if closed else full[len(prompt): at + len(answer)]
     return " " + answer
 
 

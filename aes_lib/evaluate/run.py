@@ -39,7 +39,9 @@ class EvalConfig(Config):
     method: str = field(default="likelihood", metadata={
         "help": "multiple choice by option likelihood or by generate + option extractor"})
     mode: str = field(default="first-token", metadata={
-        "help": "likelihood mode: first-token (letters, one row per question) or full (option texts)"})
+        "help": "likelihood mode: first-token (the letters after the listed options: AesBench's letter "
+                "format), full (each option's text after the listed options) or cloze (the question "
+                "alone, each option's text scored as the whole answer, mean log-probability per token)"})
     reduce: str = field(default="sum", metadata={"help": "full mode: sum or mean token log-prob"})
     batch_images: int = field(default=8, metadata={"help": "images per likelihood batch"})
     batch_size: int = field(default=32, metadata={"help": "prompts per generate batch"})
@@ -81,7 +83,7 @@ class EvalConfig(Config):
 
     def check(self) -> None:
         require(self.method in ("likelihood", "generate"), "method", "must be likelihood or generate")
-        require(self.mode in ("first-token", "full"), "mode", "must be first-token or full")
+        require(self.mode in ("first-token", "full", "cloze"), "mode", "must be first-token, full or cloze")
         require(self.reduce in ("sum", "mean"), "reduce", "must be sum or mean")
         require(self.judge in ("proxy-overlap", "api"), "judge", "must be proxy-overlap or api")
         require(self.judge != "api" or bool(self.judge_model), "judge_model", "needed when judge=api")

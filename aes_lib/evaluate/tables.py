@@ -45,6 +45,16 @@ def default_models(out_dir: str | Path, base_model: str = "", finetuned_model: s
     return models
 
 
+def contrast_models(out_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """``{"tiny-base": {...}, "tiny-finetuned": {...}}``: the random tiny LLaVA notebook 03 trained
+    as the contrast (``train/tiny/``), or ``{}`` when it trained none."""
+    tiny = Path(out_dir) / "train" / "tiny"
+    if not (tiny / "run" / "merged" / "config.json").exists():
+        return {}
+    return {"tiny-base": {"model_path": tiny / "base_model", "adapter": None},
+            "tiny-finetuned": {"model_path": tiny / "run" / "merged", "adapter": None}}
+
+
 def training_input_format(out_dir: str | Path) -> dict[str, str]:
     """``{"image_mode", "conversation"}`` notebook 03 trained with (``train/run/config.json``), or
     ``{}`` before any training. Notebook 04 evaluates every model with it, so the base model (whose
@@ -135,6 +145,20 @@ def write_consensus_scores(out_dir: str | Path, split: str = "test") -> Path:
     if not rows:
         raise ValueError(f"{out_dir}: no critiqued image in split {split!r}")
     return write_json(Path(out_dir) / "eval" / "consensus_scores.json", rows)
+
+
+def write_degradation_scores(out_dir: str | Path, split: str = "test") -> Path:
+    """A score dataset ``[{image, gt_score}]`` of the split's images whose quality is *recorded*:
+    ``gt_score = 1 - strength`` of the image's degradation (an original scores 1). The SRCC of a
+    model's predicted quality with it asks whether the model ranks stronger degradations lower."""
+    from aes_lib.io import write_json
+    from aes_lib.schema import read_manifest
+
+    rows = [{"image": r.file, "gt_score": round(1.0 - float(r.strength), 4)}
+            for r in read_manifest(Path(out_dir) / "data" / "manifest.json") if r.split == split]
+    if len({r["gt_score"] for r in rows}) < 2:
+        raise ValueError(f"{out_dir}: split {split!r} has no degradations of different strengths")
+    return write_json(Path(out_dir) / "eval" / "degradation_scores.json", rows)
 
 
 def unparsed_table(out_dir: str | Path, model: str):

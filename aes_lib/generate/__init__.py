@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from aes_lib.generate.core import (BACKENDS, OPEN_TYPES, GenerateConfig, batch_export, batch_import,
-                                   check_draft, estimate, examples, generate, read_instructions,
-                                   read_rejects, to_llava, to_messages)
+                                   check_draft, describe_estimate, describe_usage, estimate, examples,
+                                   generate, read_instructions, read_rejects, to_llava, to_messages)
 
-__all__ = ["GenerateConfig", "generate", "estimate", "batch_export", "batch_import", "check_draft",
+__all__ = ["GenerateConfig", "generate", "estimate", "describe_estimate", "describe_usage", "batch_export", "batch_import", "check_draft",
            "examples", "read_instructions", "read_rejects", "to_llava", "to_messages", "register_cli",
            "BACKENDS", "OPEN_TYPES"]
 
@@ -81,8 +81,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     s = result["stats"]
     print(f"{s['n_instructions']} instructions from {s['n_critiques']} critiques, "
           f"{s['n_rejected']} rejected; by type {s['counts_by_type']}; by split {s['counts_by_split']}; "
-          f"tokens {result['run']['usage'].get('total_tokens', 0)}, "
-          f"cost ${result['run']['usage'].get('cost_usd', 0.0):.4f} -> {Path(args.out) / 'instructions'}")
+          f"{describe_usage(result['run']['usage'])} -> {Path(args.out) / 'instructions'}")
+    wrong = s["contradicted"]
+    print(f"questions contradicting the critique's ratings: {wrong['kept']} kept (goal 0), "
+          f"{wrong['drafted']} drafted and rejected")
     if result["lost"]:
         print(f"aes generate: {len(result['lost'])} of {s['n_critiques']} critiques lost: their API requests "
               f"failed (stage refine/assemble in {Path(args.out) / 'instructions' / 'rejects.jsonl'}); "

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from aes_lib.config import Config, require
 from aes_lib.generate import offline
+from aes_lib.generate.faithful import contradiction, instruction_contradiction
 from aes_lib.generate.offline import BAND_JUDGMENT, PROMPTS_DIR, band, mcq_prompt
 from aes_lib.io import sha256_text, write_json
 from aes_lib.schema import (GRADE_TO_LEVEL, QTYPES, SPLITS, Critique, ImageRecord, Instruction,
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("offline", "openai")
 OPEN_TYPES = ("level", "description", "interpretation", "suggestion", "conversation")
+#: how a reject for contradicting the critique's ratings begins (counted in stats.json)
+CONTRADICTS = "contradicts the critique"
 
 
 @dataclass
@@ -116,9 +119,22 @@ def resolve_images(critiques: list[Critique], images: dict[str, ImageRecord], cf
         elif cfg.unlisted_images == "hash_split":
             image = str(c.extra.get("image") or c.image_id) if isinstance(c.extra, dict) else c.image_id
             out[c.image_id] = (image, hash_split(c.image_id))
-        else:
-            raise ValueError(f"{where}: critique {c.id!r}: image_id {c.image_id!r} is not in the "
-                             f"manifest ({NO_MANIFEST_HINT})")
+    missing = [c for c in critiques if c.image_id not in out]
+    if missing:
+        c = missing[0]
+        head = f"{where}: critique {c.id!r}: image_id {c.image_id!r} is not in the manifest"
+        if images and len(missing) < len(critiques):
+            # some critiques match the dataset, others do not: the dataset was rebuilt with
+            # other photos after they were written (notebook 00's `photos`); the store keeps them
+            kinds = Counter(m.annotator_kind for m in missing)
+            raise ValueError(
+                f"{head}: {len(missing)} of {len(critiques)} critiques ("
+                + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+                + f") name {len({m.image_id for m in missing})} images the dataset no longer has. It was "
+                "rebuilt with other photos than they critique (notebook 00's `photos`, or 'aes data "
+                "build --photos'); rebuild it with all photos (notebook 00 with `photos = []`, then 01 "
+                "and 02), which the annotation store's critiques need")
+        raise ValueError(f"{head} ({NO_MANIFEST_HINT})")
     return out
 
 
@@ -150,6 +166,9 @@ def check_draft(d: dict[str, Any], c: Critique, t: dict) -> str | None:
     attr = d["attribute"]
     if attr not in c.attributes:
         return f"attribute {attr!r} was not judged in the critique"
+    wrong = contradiction(d.get("question", ""), options, d["correct"], attr, c, t)
+    if wrong:
+        return f"{CONTRADICTS}: {wrong}"
     if d["qtype"] == "yes-no" and sorted(o.lower() for o in options) != ["no", "yes"]:
         return "yes-no options must be exactly Yes and No (in either order)"
     if d.get("defect"):  # about a named defect: the answer must be the one the critique's text gives
@@ -431,6 +450,10 @@ def generate(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_cfg: A
     if cfg.dedupe:
         instructions, dup_rejects = dedupe(instructions)
         rejects += dup_rejects
+    by_id = {c.id: c for c in critiques}
+    kept_wrong = [i.id for i in instructions
+                  if instruction_contradiction(i, by_id[i.critique_ids[0]], t)]  # 0 unless a check is missed
+    drafted_wrong = sum(r["stage"] == "check" and r["reason"].startswith(CONTRADICTS) for r in rejects)
     usage = client.usage_summary() if client else {"requests_sent": 0, "prompt_tokens": 0,
                                                      "completion_tokens": 0, "total_tokens": 0,
                                                      "cost_usd": 0.0}
@@ -439,7 +462,10 @@ def generate(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_cfg: A
     stats = compute_stats(instructions, len(rejects), cfg.prompt_label(), {
         "n_critiques": len(critiques), "generator": generator,
         "annotator_kinds": dict(Counter(c.annotator_kind for c in critiques)),
-        "rejects_by_stage": dict(Counter(r["stage"] for r in rejects))})
+        "rejects_by_stage": dict(Counter(r["stage"] for r in rejects)),
+        # questions or answers that contradict the critique's own ratings: drafted (and rejected),
+        # and kept in the instructions (the goal, and what the offline generator gives: 0 and 0)
+        "contradicted": {"drafted": drafted_wrong, "kept": len(kept_wrong), "kept_ids": kept_wrong[:20]}})
     run = {"stage": "generate", "backend": cfg.backend, "generator": generator,
            "generate_config": cfg.to_dict(),
            "client_config": client.cfg.to_dict() if client else None,
@@ -522,11 +548,36 @@ def estimate(cfg: GenerateConfig, out_dir: str | Path = "outputs", client_cfg: A
     client, refine, assemble = plan_requests(cfg, out_dir, client_cfg, **kw)
     est = {"refine": client.estimate(refine, expected_completion_tokens[0]),
            "assemble": client.estimate(assemble, expected_completion_tokens[1])}
-    est["total_cost_usd"] = round(est["refine"]["est_cost_usd"] + est["assemble"]["est_cost_usd"], 4)
+    known = est["refine"]["est_cost_usd"] is not None   # None: the model's price is unknown
+    est["total_cost_usd"] = round(est["refine"]["est_cost_usd"] + est["assemble"]["est_cost_usd"], 4) \
+        if known else None
     est["total_batch_cost_usd"] = round(est["refine"]["est_batch_cost_usd"]
-                                        + est["assemble"]["est_batch_cost_usd"], 4)
+                                        + est["assemble"]["est_batch_cost_usd"], 4) if known else None
+    est["price"] = est["refine"]["price"]
     client.close()
     return est
+
+
+def describe_estimate(est: dict[str, Any], model: str, paper_critiques: int = 88_000) -> str:
+    """One line for a reader: the estimated cost of these critiques (and the Batch API's), and at
+    the paper's number of critiques; or that the model's price is unknown."""
+    n = est["refine"]["requests"]
+    if est["total_cost_usd"] is None:
+        return (f"estimated cost for these {n} critiques with {model}: unknown, {est['price']}; "
+                f"tokens: {est['refine']['est_prompt_tokens'] + est['assemble']['est_prompt_tokens']:,} "
+                f"prompt, {est['refine']['est_completion_tokens'] + est['assemble']['est_completion_tokens']:,} "
+                f"completion (estimated)")
+    per = est["total_cost_usd"] / max(1, n)
+    return (f"estimated cost for these {n} critiques with {model}: ${est['total_cost_usd']:.4f} "
+            f"(Batch API: ${est['total_batch_cost_usd']:.4f}); at the paper's {paper_critiques:,} "
+            f"feedbacks: about ${per * paper_critiques:,.0f}; priced at {est['price']}")
+
+
+def describe_usage(usage: dict[str, Any]) -> str:
+    """Tokens and cost of the requests a run sent, or that the price is unknown."""
+    cost = usage.get("cost_usd", 0.0)
+    money = f"cost ${cost:.4f}" if cost is not None else f"cost unknown ({usage.get('price', '')})"
+    return f"tokens {usage.get('total_tokens', 0)}, {money}"
 
 
 def _from_first_uncached(client: Any, requests: Iterable[Any]) -> Iterator[Any] | None:

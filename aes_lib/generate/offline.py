@@ -63,14 +63,47 @@ def band(rating: int, t: dict) -> str:
 
 
 _TAG = re.compile(r"<[^>]+>")
-_GREETING = re.compile(r"^\s*(hi|hello|hey|howdy|dear|greetings)\b[^.!?]{0,40}[.!?,]\s*", re.I)
+# A salutation at the start of a critique: the greeting word, "there", up to two capitalised name
+# words ("Hi Jason:", "Hey Leonard", "Hi there Judith", "Dear Freda -"), and the punctuation after.
+# A second name word counts only when punctuation follows it ("Hi Sophie Nice work" keeps "Nice").
+_GREETING = re.compile(
+    r"^\s*(?:hi|hello|hey|howdy|dear|greetings|good (?:morning|afternoon|evening))\b"
+    r"(?:\s+there\b)?(?:[\s,]+(?-i:[A-Z][\w'\u2019-]*)(?:\s+(?-i:[A-Z][\w'\u2019-]*)(?=\s*[,:;.!?\u2013\u2014-]))?)?"
+    r"[\s,:;.!?\u2013\u2014-]*", re.I)
+# What may follow the salutation before the critique proper: "and thank you for ...", "and welcome
+# to ...", "Thanks for choosing me ...": dropped up to the end of their sentence.
+_PLEASANTRY = re.compile(r"^(?:and\s+)?(?:thanks?\b|thank you\b|welcome\b)[^.!?]*[.!?]+\s*", re.I)
+
+
+# A bare address at the start: "Leonard, you are ...", "Joe -- It's ...", "Anna Isabel, I keep ...":
+# one or two capitalised words then a comma or a dash, when the first is not a word sentences start
+# with ("Overall, ...", "Technically, ...", adverbs in -ly).
+_ADDRESS = re.compile(r"^([A-Z][a-z'\u2019]+)(?: [A-Z][a-z'\u2019]+)?\s*(?:,|--?|\u2013|\u2014)\s*")
+_NOT_NAMES = frozenset("""
+again also amazing anyway awesome basically beautiful brilliant but certainly clearly compositionally
+congratulation congratulations cool definitely excellent fantastic finally fine first firstly generally
+good great hello here however hmm honestly impressive indeed initially interesting lovely nice now oh ok
+okay otherwise overall perfect personally please really second secondly so sorry still stunning subject
+technically then there thus unfortunately well what wonderful wow yes
+""".split())
+
+
+def strip_greeting(text: str) -> str:
+    """``text`` without a salutation or a bare address at its start (and the thanks after it)."""
+    m = _GREETING.match(text)
+    if m and m.group(0).strip():
+        return _PLEASANTRY.sub("", text[m.end():], count=1)
+    m = _ADDRESS.match(text)
+    if m and m.group(1).lower() not in _NOT_NAMES and not m.group(1).lower().endswith("ly"):
+        return _PLEASANTRY.sub("", text[m.end():], count=1)
+    return text
 
 
 def clean_text(text: str) -> str:
     """Strip HTML remnants, greetings and run-on whitespace; sentence-case; end with a stop."""
     text = _TAG.sub(" ", text or "")
     text = text.replace("&nbsp;", " ").replace("&amp;", "&").replace("&quot;", '"')
-    text = _GREETING.sub("", text)
+    text = strip_greeting(text.strip())
     text = re.sub(r"([!?.])\1+", r"\1", text)
     text = re.sub(r"\s+", " ", text).strip()
     if not text:
@@ -173,6 +206,8 @@ def assemble(c: Critique, refined: dict, t: dict, seed: int, n_perception: int, 
         start = rng.randrange(len(QTYPES))
         for k, attr in enumerate(chosen):
             qtype = QTYPES[(start + k) % len(QTYPES)]
+            if qtype in ("what", "why") and not (c.attributes[attr].get("word") or "").strip():
+                qtype = "how"  # no word of the annotator's to answer with: ask for the rating
             q, options, correct, b = attribute_mcq(attr, c.attributes[attr], qtype, t, rng)
             drafts.append({"slot": f"{dim[0]}{k}", "type": f"{dim}_mcq", "qtype": qtype,
                            "attribute": attr, "question": q, "options": options,
@@ -287,15 +322,27 @@ def critique_defects(c: Critique, t: dict) -> tuple[list[str], bool]:
 
 
 def _none_ok(attr: str, c: Critique, clean: bool, t: dict) -> bool:
-    """The critique names no defect; does it say this attribute has no problem?"""
+    """The critique names no defect; does it say this attribute has no problem? (Never where it
+    rates the attribute low.)"""
+    j = c.attributes.get(attr)
+    if not j or band(j["rating"], t) == "low":
+        return False
     if clean and attr != "composition":
         return True
-    j = c.attributes.get(attr)
-    if not j or band(j["rating"], t) != "high":
+    if band(j["rating"], t) != "high":
         return False
     word = (j.get("word") or "").strip().lower()
     weak = {w.lower() for b in ("low", "mid") for w in t["words"][attr][b]}
     return word not in weak
+
+
+def defect_rating_ok(attr: str, c: Critique, t: dict, qtype: str) -> bool:
+    """May a defect the critique's text names for ``attr`` be asked about, given its rating? A
+    question presuming the weakness ("why ... fall short?") only where the attribute is rated low;
+    a defect as the answer ("Does it look blurred? Yes") only where it is not rated high: a reviewer
+    who rates the colour 5 of 5 and mentions "blown" has not called the colour poor."""
+    b = band(c.attributes[attr]["rating"], t) if attr in c.attributes else "high"
+    return b == "low" if qtype == "why" else b != "high"
 
 
 def defect_answer(d: dict[str, Any], c: Critique, t: dict) -> str | None:
@@ -303,6 +350,8 @@ def defect_answer(d: dict[str, Any], c: Critique, t: dict) -> str | None:
     named, clean = critique_defects(c, t)
     attr, defs = d["attribute"], t["defects"]
     mine = [k for k in named if defs[k]["attribute"] == attr]
+    if mine and not defect_rating_ok(attr, c, t, d["qtype"]):
+        return None
     if d["qtype"] == "yes-no":
         if d["asked"] in named:
             return "Yes"
@@ -340,6 +389,8 @@ def defect_mcqs(c: Critique, t: dict, rng: random.Random, limit: int) -> list[di
         mine = [k for k in named if k in kinds]
         if not mine and (named or not _none_ok(attr, c, clean, t)):
             continue  # a defect elsewhere, or nothing said about this attribute
+        if mine and not defect_rating_ok(attr, c, t, "what"):
+            continue  # the text names a defect, the rating calls the attribute good: ask nothing
         others = [k for k in kinds if k not in named]
         rng.shuffle(others)
         if mine and (not others or rng.random() < 0.5):
@@ -351,7 +402,7 @@ def defect_mcqs(c: Critique, t: dict, rng: random.Random, limit: int) -> list[di
         correct = defs[mine[0]]["name"] if mine else none_opt
         add(attr, "what", rng.choice(dq["what"][attr]), ([none_opt] if mine else [])
             + [defs[k]["name"] for k in others], correct)
-        if mine:
+        if mine and defect_rating_ok(attr, c, t, "why"):
             rest = [k for k in defs if k not in named]
             rng.shuffle(rest)
             why = [t["defect_why_option"].format(name=defs[k]["name"]) for k in rest]

@@ -9,6 +9,7 @@ give byte-identical files.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -59,6 +60,19 @@ def _ordered(keys, preferred: Sequence[str]) -> list[str]:
     return [k for k in preferred if k in keys] + sorted(k for k in keys if k not in preferred)
 
 
+def wrap_label(text: str, width: int = 14) -> str:
+    """``text`` on lines of about ``width`` characters, broken only after a hyphen or at a space
+    (never inside a word)."""
+    parts = [p for p in re.split(r"(?<=-)|(?<= )", text) if p]
+    lines, line = [], ""
+    for p in parts:
+        if line and len((line + p).rstrip()) > width:
+            lines.append(line.rstrip())
+            line = ""
+        line += p
+    return "\n".join(lines + [line.rstrip()]) if line else "\n".join(lines)
+
+
 def _barh(ax, labels: Sequence[str], values: Sequence[float], color: str, fmt: str = "{:g}") -> None:
     ypos = list(range(len(labels)))
     bars = ax.barh(ypos, values, color=color)
@@ -71,25 +85,32 @@ def _barh(ax, labels: Sequence[str], values: Sequence[float], color: str, fmt: s
 # --- dataset -----------------------------------------------------------------------------
 
 def fig_dataset_composition(images: Sequence[Mapping[str, Any]]):
-    """Images per source photo (stacked by split), per degradation and per category."""
+    """Source photos per source package (stacked by split), images per degradation and per
+    category. Photos are counted per package, not listed one by one: 69 photo names do not fit
+    one readable panel, and each photo has about the same number of images anyway."""
     from aes_lib.schema import SPLITS
     from aes_lib.style import MEASURED_COLORS
 
     fig, axes = _figure(10, 3.6, 1, 3)
-    src_key = lambda im: im.get("source_name") or im["source_photo"]  # noqa: E731
-    sources = sorted({src_key(im) for im in images})
-    left = [0] * len(sources)
+    photo_split = {im["source_photo"]: im["split"] for im in images}
+    photo_package = {im["source_photo"]: im.get("source_package") or "unknown package" for im in images}
+    packages = sorted(set(photo_package.values()), key=lambda p: (-sum(v == p for v in photo_package.values()), p))
+    left = [0] * len(packages)
     ax = axes[0, 0]
     for split, color in zip(SPLITS, MEASURED_COLORS[1:] + MEASURED_COLORS[:1]):
-        counts = Counter(src_key(im) for im in images if im["split"] == split)
-        widths = [counts.get(s, 0) for s in sources]
-        ax.barh(range(len(sources)), widths, left=left, color=color,
+        counts = Counter(photo_package[ph] for ph, sp in photo_split.items() if sp == split)
+        widths = [counts.get(p, 0) for p in packages]
+        ax.barh(range(len(packages)), widths, left=left, color=color,
                 label=split if any(widths) else "_empty")   # an empty split gets no legend entry
         left = [a + b for a, b in zip(left, widths)]
-    ax.set_yticks(range(len(sources)), [readable(s) for s in sources])
+    for y, total in enumerate(left):
+        ax.annotate(f"{total}", (total, y), xytext=(2, 0), textcoords="offset points", va="center",
+                    fontsize=7)
+    ax.set_yticks(range(len(packages)), [readable(p) for p in packages])
     ax.invert_yaxis()
-    ax.set_xlabel("images")
-    ax.set_title("per source photo")
+    ax.margins(x=0.15)
+    ax.set_xlabel("source photos")
+    ax.set_title("source photos per package")
     if images:   # a manifest without images has no split to name
         ax.legend(title="split", fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.22))
     deg = Counter(im.get("degradation", "none") for im in images)
@@ -102,7 +123,7 @@ def fig_dataset_composition(images: Sequence[Mapping[str, Any]]):
     _barh(axes[0, 2], labels, [cat[k] for k in labels], MEASURED_COLORS[2])
     axes[0, 2].set_title("per category")
     axes[0, 2].set_xlabel("images")
-    fig.suptitle(f"Dataset composition: {len(images)} images from {len(sources)} source photos")
+    fig.suptitle(f"Dataset composition: {len(images)} images from {len(photo_split)} source photos")
     _provenance(fig, f"Counts {MEASURED} from data/manifest.json.")
     return fig
 
@@ -294,6 +315,10 @@ def fig_instruction_lengths(question_lengths: Mapping[str, Sequence[int]],
 
 # --- training -----------------------------------------------------------------------------
 
+#: the loss curve's title ends with the mean loss of this many last steps
+LOSS_TAIL_STEPS = 20
+
+
 def fig_loss_curve(loss, smoothing: float = 0.9):
     """Training loss per step (raw and exponentially smoothed) and the learning rate."""
     from aes_lib.style import MEASURED_COLORS
@@ -312,8 +337,11 @@ def fig_loss_curve(loss, smoothing: float = 0.9):
     ax.set_ylabel("training loss")
     ax.legend(fontsize=7)
     if values:
-        ax.set_title(f"Training loss: {values[0]:.3g} at step {steps[0]} to {values[-1]:.3g} "
-                     f"at step {steps[-1]}")
+        # one step's loss is noisy: the end is the mean of the last steps (the notebook's table
+        # reports the same mean)
+        tail = values[-LOSS_TAIL_STEPS:]
+        ax.set_title(f"Training loss: {values[0]:.3g} at step {steps[0]}; mean of the last {len(tail)} "
+                     f"step{'s' if len(tail) > 1 else ''}: {sum(tail) / len(tail):.3f}")
     if has_lr:
         axes[1, 0].plot(steps, loss["lr"].tolist(), color=MEASURED_COLORS[1], lw=1.2)
         axes[1, 0].set_ylabel("learning rate")
@@ -355,13 +383,16 @@ def fig_radar_aesbench(reported: Mapping[str, Mapping[str, float]],
                 for k in keys]
         return angles + angles[:1], vals + vals[:1]
 
-    def axis_style(ax, top: float, title: str) -> None:
+    def axis_style(ax, ticks: list[float], title: str) -> None:
         ax.set_xticks(angles, [f"{columns[k][0]}\n(of {columns[k][1]:g}{' %' if columns[k][1] == 100 else ''})"
                                for k in keys], fontsize=8)
-        ticks = [top * f for f in (0.25, 0.5, 0.75, 1.0)]
-        ax.set_ylim(0, top)
-        ax.set_yticks(ticks, [f"{t:.0%}" for t in ticks], fontsize=6, color="#777777")
-        ax.set_rlabel_position(90 / len(keys))
+        ax.set_ylim(0, ticks[-1])
+        ax.set_yticks(ticks, [""] * len(ticks))
+        # the ring labels on a white ground above the lines, half way between the first two axes
+        at = math.pi / len(keys)
+        for t in ticks:
+            ax.text(at, t, f"{t:.0%}", fontsize=7, color="#555555", ha="center", va="center",
+                    zorder=20, bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
         ax.spines["polar"].set_visible(False)
         ax.set_title(title, pad=24)
 
@@ -374,32 +405,79 @@ def fig_radar_aesbench(reported: Mapping[str, Mapping[str, float]],
         (h,) = ax.plot(x, y, color=REPORTED_COLORS[i % len(REPORTED_COLORS)], label=model,
                        **REPORTED_STYLE)
         rep_handles.append(h)
-    axis_style(ax, 1.0, f"{_cap(reported_label)} (AesBench's images and GPT judge)")
+    axis_style(ax, [0.25, 0.5, 0.75, 1.0], f"{_cap(reported_label)} (AesBench's images and GPT judge)")
     ax.legend(handles=rep_handles, title=_cap(reported_label) + "\n(thin, dashed)", fontsize=7,
               title_fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    notes = []
     if measured:
         ax = axes[0, 1]
-        shares = [v for scores in measured.values() for v in ring(scores)[1] if not math.isnan(v)]
-        top = min(1.0, max(0.25, math.ceil(max(shares, default=1.0) * 4 + 1e-9) / 4))
-        for model, scores in measured.items():
-            x, y = ring(scores)
-            if all(math.isnan(v) for v in y):
-                continue   # nothing measured: no line, no legend entry
+        rings = {m: ring(s) for m, s in measured.items() if not all(math.isnan(v) for v in ring(s)[1])}
+        shares = [v for _, y in rings.values() for v in y if not math.isnan(v)]
+        ticks = radar_ticks(max(shares, default=1.0))
+        same = coinciding(rings, tol=0.01)
+        n = len(rings)
+        for k, (model, (x, y)) in enumerate(rings.items()):
             color = model_color(model)
-            (h,) = ax.plot(x, y, color=color, label=model, **MEASURED_STYLE)
+            # drawn one over the other, each thinner with a smaller marker of its own shape than the
+            # one before, so a line that lies exactly on another still shows around it
+            style = {**MEASURED_STYLE, "lw": 1.4 + 2.6 * (n - 1 - k) / max(1, n - 1),
+                     "markersize": 4 + 6 * (n - 1 - k) / max(1, n - 1),
+                     "marker": RADAR_MARKERS[k % len(RADAR_MARKERS)], "zorder": 5 + k}
+            label = model
+            if model in same:
+                label += f" (= {same[model]})"
+            values = [v for v in y if not math.isnan(v)]
+            if values and max(abs(v) for v in values) < 0.0005:
+                label += " (0 on every axis: at the centre)"
+            (h,) = ax.plot(x, y, color=color, label=label, **style)
             if not any(math.isnan(v) for v in y):   # a fill would draw a missing value as zero
-                ax.fill(x, y, color=color, alpha=0.08)
+                ax.fill(x, y, color=color, alpha=0.06)
             meas_handles.append(h)
         judged = f", AesI judged by {judge}" if judge else ""
-        axis_style(ax, top, f"{_cap(measured_label)} (this project's benchmark{judged})")
+        axis_style(ax, ticks, f"{_cap(measured_label)} (this project's benchmark{judged})")
         ax.legend(handles=meas_handles, title=_cap(measured_label) + "\n(thick, solid)", fontsize=7,
                   title_fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        if same:
+            notes.append("Right: \"(= X)\": the line lies on X's (within 1 % of the full scale wherever "
+                         "both are measured); lines are drawn over one another, each thinner with a smaller "
+                         "marker, so both show.")
     fig.suptitle("Benchmark dimensions, as a share of each full scale")
     _provenance(fig, "Left and right are different benchmarks (images, questions, judge) with "
                      "their own radial scales: they are not directly comparable. A gap in a line "
                      "is a value not measured." + (f"\nRight: some answers and AesI references come "
-                                                   f"from {kinds} critiques." if kinds else ""))
+                                                   f"from {kinds} critiques." if kinds else "")
+                + "".join("\n" + n for n in notes))
     return fig
+
+
+#: marker shapes of the measured radar's series, in drawing order
+RADAR_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
+
+
+def radar_ticks(largest: float) -> list[float]:
+    """Round ring values (shares) for a radar whose largest value is ``largest``: 3 to 5 rings
+    in steps of 5, 10, 20 or 25 %, the last one at or above ``largest``."""
+    for step in (0.05, 0.1, 0.2, 0.25):
+        n = max(1, math.ceil(largest / step - 1e-9))
+        if n <= 5:
+            n = max(n, 3)
+            return [round(step * i, 4) for i in range(1, n + 1)]
+    return [0.25, 0.5, 0.75, 1.0]
+
+
+def coinciding(rings: Mapping[str, tuple[list, list]], tol: float) -> dict[str, str]:
+    """Series drawn exactly over an earlier one: ``{later: earlier}`` when they differ by at most
+    ``tol`` (a share) on every axis where both are measured, and share at least two axes."""
+    out: dict[str, str] = {}
+    names = list(rings)
+    for j, b in enumerate(names):
+        for a in names[:j]:
+            pairs = [(u, v) for u, v in zip(rings[a][1][:-1], rings[b][1][:-1])
+                     if not (math.isnan(u) or math.isnan(v))]
+            if len(pairs) >= 2 and all(abs(u - v) <= tol for u, v in pairs):
+                out[b] = a
+                break
+    return out
 
 
 def fig_bars(results, group_by: str, judge: str = ""):
@@ -417,13 +495,24 @@ def fig_bars(results, group_by: str, judge: str = ""):
     sub = sub[wanted]
     dims = _ordered(sorted(set(sub["dimension"])), DIMENSIONS)
     models = list(dict.fromkeys(sub["model"]))
-    fig, axes = _figure(max(4.0, 3.4 * len(dims)), 3.4, 1, max(1, len(dims)))
+    n_groups = max((len(set(sub[sub["dimension"] == d]["group"].astype(str))) for d in dims), default=1)
+    # a panel wide enough for every bar (about 0.15 inch each) and every group's name (an inch),
+    # two panels a row
+    panel_w = max(3.4, n_groups * max(0.15 * max(1, len(models)), 1.0) + 1.2)
+    ncols = min(2, max(1, len(dims)))
+    nrows = math.ceil(max(1, len(dims)) / ncols)
+    fig, grid = _figure(panel_w * ncols, 3.2 * nrows + 0.4, nrows, ncols)
+    axes = grid.reshape(1, -1)
+    for ax in list(axes[0])[len(dims):]:
+        ax.set_visible(False)
     order = {"attribute": ATTRIBUTES, "qtype": QTYPES, "source": ("NIs", "AIs", "AGIs")}.get(group_by, ())
+    zero_marks = False
     for ax, dim in zip(axes[0], dims):
         d = sub[sub["dimension"] == dim]
         groups = _ordered(sorted(set(d["group"].astype(str))), order)
         scale = 1.0 if dim == "AesI" else 100.0
         width = 0.8 / max(1, len(models))
+        top = 0.0
         for i, model in enumerate(models):
             m = d[d["model"] == model].set_index(d[d["model"] == model]["group"].astype(str))
             vals = np.array([m["value"].get(g, np.nan) for g in groups], dtype=float) * scale
@@ -435,12 +524,27 @@ def fig_bars(results, group_by: str, judge: str = ""):
             x = np.arange(len(groups)) + (i - (len(models) - 1) / 2) * width
             ax.bar(x, vals, width, yerr=err, capsize=2, color=model_color(model),
                    label=model, error_kw={"lw": 0.8})
-        labels = [ATTRIBUTE_LABELS.get(g) or readable(g) for g in groups]
-        tilt = len(groups) > 4 or max((len(t) for t in labels), default=0) > 8
+            top = max(top, np.nanmax(np.fmax(vals, hi)))
+            zero = np.isclose(np.nan_to_num(vals, nan=1.0), 0.0, atol=1e-9)
+            if zero.any():   # a bar of height 0 is invisible: mark it, so it is not read as missing
+                ax.plot(x[zero], np.zeros(int(zero.sum())), ls="none", marker="x", markersize=5,
+                        color=model_color(model), clip_on=False, zorder=6, label=model)
+                zero_marks = True
+        # long names (package names of image sources) wrap at their hyphens instead of tilting
+        # into the next panel
+        labels = [wrap_label(ATTRIBUTE_LABELS.get(g) or readable(g)) for g in groups]
+        tilt = len(groups) > 6
         ax.set_xticks(range(len(groups)), labels, rotation=30 if tilt else 0,
-                      ha="right" if tilt else "center", rotation_mode="anchor")
-        ax.set_ylim(0, 2 if dim == "AesI" else 100)
-        ax.set_ylabel(f"overall [{judge}] (0-2)" if dim == "AesI" else "accuracy (%)")
+                      ha="right" if tilt else "center", rotation_mode="anchor", fontsize=8)
+        if dim == "AesI":
+            # the full 0-2 scale would flatten every value near 0: the axis ends above the data
+            # and says so in its label
+            cut = min(2.0, max(0.1, math.ceil(top * 1.15 * 10) / 10))
+            ax.set_ylim(0, cut)
+            ax.set_ylabel(f"overall [{judge}]\n(scale 0-2" + (f", axis cut at {cut:g})" if cut < 2 else ")"))
+        else:
+            ax.set_ylim(0, 100)
+            ax.set_ylabel("accuracy (%)")
         ax.set_title(dim)
     if not dims:
         axes[0, 0].text(0.5, 0.5, f"no results grouped by {group_by}", ha="center", va="center",
@@ -458,5 +562,6 @@ def fig_bars(results, group_by: str, judge: str = ""):
                     if isinstance(v, str) and v for k in v.split("+")})
     _provenance(fig, f"All numbers {MEASURED} on this project's benchmark (eval/results.csv), "
                      "not AesBench." + (f" Some answers and AesI references come from {' and '.join(kinds)} "
-                                        "critiques." if kinds else ""))
+                                        "critiques." if kinds else "")
+                + ("\n\u00d7 on the axis: a value of 0 (a bar of no height)." if zero_marks else ""))
     return fig

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from aes_lib.config import Config, require
-from aes_lib.models import CONVERSATIONS, DEFAULT_INPUT_FORMAT, IMAGE_MODES
+from aes_lib.models import CONVERSATIONS, IMAGE_MODES
+
+#: How multiple-choice records are presented in training (see TrainConfig.mcq_form).
+MCQ_FORMS = ("letter", "cloze", "both")
 
 #: LLaVA-1.5 recipe defaults (PAPER_FACTS.md: "Training recipes of the peers").
 RECIPE_LR = {"lora": 2e-4, "full": 2e-5}
@@ -25,16 +28,17 @@ class TrainConfig(Config):
     output_dir: str = field(default="outputs/train/run", metadata={
         "help": "run folder: checkpoint-N/, adapter/, merged/, loss.csv, config.json, data_stats.json"})
     model: str = field(default="tiny", metadata={
-        "help": "'tiny' (build the embedded tiny LLaVA into base_model_dir) or a llava-hf-layout "
-                "folder / hub id (LlavaForConditionalGeneration)"})
+        "help": "'tiny' (build the embedded tiny LLaVA, random weights, into base_model_dir), 'small' "
+                "(build the small pretrained LLaVA from installed packages: EfficientNet-Lite0 + "
+                "SmolLM2-135M-Instruct) or a llava-hf-layout folder / hub id (LlavaForConditionalGeneration)"})
     base_model_dir: str = field(default="outputs/train/base_model", metadata={
-        "help": "where model='tiny' is built (reused when it already exists)"})
+        "help": "where model='tiny' or 'small' is built (reused when it already exists)"})
     # --- input format (saved with the model as input_format.json; evaluation presents inputs the same way)
-    image_mode: str = field(default=DEFAULT_INPUT_FORMAT["image_mode"], metadata={
-        "help": "pad (LLaVA-1.5's image_aspect_ratio pad: pad to square in the image processor's mean "
+    image_mode: str = field(default="", metadata={
+        "help": "'' (what the model folder's input_format.json says, else pad) | pad (LLaVA-1.5's image_aspect_ratio pad: pad to square in the image processor's mean "
                 "colour, the whole photo seen) | crop (resize the short side, centre-crop)"})
-    conversation: str = field(default=DEFAULT_INPUT_FORMAT["conversation"], metadata={
-        "help": "v1 (LLaVA-1.5's training conversation with its system prompt) | llava_v1 (LLaVA's "
+    conversation: str = field(default="", metadata={
+        "help": "'' (what the model folder's input_format.json says, else v1) | v1 (LLaVA-1.5's training conversation with its system prompt) | llava_v1 (LLaVA's "
                 "evaluation wording of it) | checkpoint (the checkpoint's own chat template; "
                 "llava-hf's has no system prompt)"})
     # --- method
@@ -73,6 +77,10 @@ class TrainConfig(Config):
     max_dropped_fraction: float = field(default=0.5, metadata={
         "help": "error when more than this share of the samples has no supervised token left"})
     max_train_samples: int = field(default=0, metadata={"help": "use only the first N records (0 = all)"})
+    mcq_form: str = field(default="letter", metadata={
+        "help": "how multiple-choice records are trained: letter (as generated: options listed, answer "
+                "'B. No'), cloze (the question alone, answered with the option's text 'No'; the form "
+                "small language models answer best) or both (each such record in both forms)"})
     types: list = field(default_factory=list, metadata={
         "help": "train only on records whose 'type' is listed, e.g. ['perception_mcq', "
                 "'empathy_mcq', 'level_mcq'] ([] = every type); applied before max_train_samples"})
@@ -106,10 +114,12 @@ class TrainConfig(Config):
 
     def check(self) -> None:
         require(self.method in RECIPE_LR, "method", f"must be 'lora' or 'full', got {self.method!r}")
-        require(self.image_mode in IMAGE_MODES, "image_mode",
-                f"must be one of {', '.join(IMAGE_MODES)}, got {self.image_mode!r}")
-        require(self.conversation in CONVERSATIONS, "conversation",
-                f"must be one of {', '.join(CONVERSATIONS)}, got {self.conversation!r}")
+        require(self.image_mode in ("", *IMAGE_MODES), "image_mode",
+                f"must be '' or one of {', '.join(IMAGE_MODES)}, got {self.image_mode!r}")
+        require(self.conversation in ("", *CONVERSATIONS), "conversation",
+                f"must be '' or one of {', '.join(CONVERSATIONS)}, got {self.conversation!r}")
+        require(self.mcq_form in MCQ_FORMS, "mcq_form", f"must be one of {', '.join(MCQ_FORMS)}, "
+                f"got {self.mcq_form!r}")
         if self.lr is None:
             self.lr = RECIPE_LR[self.method]
         if self.projector_lr is None:

@@ -14,6 +14,7 @@ and having nothing left to train on is an error, never a silent zero loss.
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,6 +66,61 @@ def select_types(records: list[dict[str, Any]], types: Sequence[str], file: str 
     log.info("%s: training on %d of %d records (types %s)", file or "training data", len(kept),
              len(records), ", ".join(types))
     return kept
+
+
+#: The line that opens the options block of a multiple-choice prompt (aes_lib/prompts/eval_mcq_v1.txt).
+OPTIONS_INTRO = "\nChoose one from the following options:\n"
+_LETTER_ANSWER = re.compile(r"^\s*([A-Z])\.\s+(.+?)\s*$", re.S)
+
+
+def cloze_form(conversations: Sequence[dict[str, str]]) -> list[dict[str, str]] | None:
+    """A multiple-choice conversation in its cloze form, or None when it is not one.
+
+    The letter form lists the options and answers with a letter (``"B. No"``); the cloze form
+    asks the question alone and answers with the chosen option's text (``"No"``), the
+    formulation in which small language models are evaluated (and trained) best. Only a
+    single-question conversation whose answer is one of its listed options is converted.
+    """
+    if len(conversations) != 2:
+        return None
+    human, answer = conversations
+    if OPTIONS_INTRO not in human["value"]:
+        return None
+    question, block = human["value"].split(OPTIONS_INTRO, 1)
+    options = {}
+    for line in block.splitlines():
+        m = _LETTER_ANSWER.match(line)
+        if m:
+            options[m.group(1)] = m.group(2)
+    m = _LETTER_ANSWER.match(answer["value"])
+    if not m or options.get(m.group(1)) != m.group(2):
+        return None
+    return [{"from": human["from"], "value": question}, {"from": answer["from"], "value": m.group(2)}]
+
+
+def apply_mcq_form(records: list[dict[str, Any]], form: str, file: str = "") -> list[dict[str, Any]]:
+    """The records with their multiple-choice conversations in ``form`` (letter | cloze | both).
+
+    ``letter`` keeps them as generated; ``cloze`` replaces each by :func:`cloze_form`; ``both``
+    keeps it and adds its cloze twin right after it (id suffixed ``:cloze``). Records that are not
+    multiple choice stay as they are; the count converted is logged.
+    """
+    if form == "letter":
+        return list(records)
+    if form not in ("cloze", "both"):
+        raise ValueError(f"mcq_form: {form!r} is not letter, cloze or both")
+    out, converted = [], 0
+    for rec in records:
+        cloze = cloze_form(rec["conversations"])
+        if cloze is None:
+            out.append(rec)
+            continue
+        converted += 1
+        twin = {**rec, "id": f"{rec['id']}:cloze" if form == "both" else rec["id"], "conversations": cloze}
+        out.extend([rec, twin] if form == "both" else [twin])
+    log.info("%s: %d multiple-choice records in %s form", file or "training data", converted,
+             "letter and cloze" if form == "both" else "cloze")
+    return out
 
 
 def conversation_segments(processor, conversations: Sequence[dict[str, str]]) -> list[tuple[str, bool]]:

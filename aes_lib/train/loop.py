@@ -24,7 +24,8 @@ from typing import Any, Sequence
 from aes_lib.io import atomic_write_text, read_json, write_json
 from aes_lib.models import input_format_of, save_processor, write_input_format
 from aes_lib.train.config import TrainConfig
-from aes_lib.train.data import Collator, LlavaDataset, read_llava_json, select_types, step_indices
+from aes_lib.train.data import (Collator, LlavaDataset, apply_mcq_form, read_llava_json, select_types,
+                                step_indices)
 
 log = logging.getLogger(__name__)
 LOSS_COLUMNS = ("step", "loss", "lr", "tokens", "seconds")
@@ -38,9 +39,22 @@ def resolve_precision(cfg: TrainConfig) -> str:
     """'bf16' or 'fp32' for this machine."""
     import torch
 
+    if cfg.precision == "bf16" and not torch.cuda.is_available() and not cpu_has_native_bf16():
+        log.warning("precision bf16 on a CPU without native bf16 (AMX or AVX512-BF16) is emulated and "
+                    "slow: set precision 'fp32' on this machine")
     if cfg.precision != "auto":
         return cfg.precision
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN's check: AVX512-BF16 or AMX)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - torch built without oneDNN
+        return False
 
 
 def multi_cpu_launch() -> bool:
@@ -52,22 +66,30 @@ def multi_cpu_launch() -> bool:
     return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+#: Models the project builds itself (``TrainConfig.model``).
+BUILT_MODELS = ("tiny", "small")
+
+
 def corpus_from_records(records: Sequence[dict[str, Any]]) -> list[str]:
     """Every turn's text (without the image placeholder), for training the tiny tokenizer."""
     return [t["value"].replace("<image>", "").strip() for r in records for t in r["conversations"]]
 
 
 def prepare_base_model(cfg: TrainConfig, records: Sequence[dict[str, Any]]) -> str:
-    """Path (or hub id) of the base model; builds the tiny LLaVA when ``model='tiny'``."""
-    from aes_lib.models import build_tiny_llava
+    """Path (or hub id) of the base model; builds the tiny LLaVA (``model='tiny'``) or the small
+    pretrained one (``model='small'``) into ``base_model_dir`` unless it is there already."""
+    from aes_lib.models import build_small_llava, build_tiny_llava
 
-    if cfg.model != "tiny":
+    if cfg.model not in BUILT_MODELS:
         return cfg.model
     base = Path(cfg.base_model_dir)
     if (base / "config.json").exists():
-        log.info("reusing the tiny LLaVA in %s", base)
-    else:
+        log.info("reusing the %s LLaVA in %s", cfg.model, base)
+    elif cfg.model == "tiny":
         build_tiny_llava(base, corpus_texts=corpus_from_records(records), seed=cfg.seed)
+    else:   # the vision tokens are standardised on the training images (never val or test)
+        build_small_llava(base, seed=cfg.seed, norm_images=sorted(
+            {str(Path(cfg.image_root) / r["image"]) for r in records}))
     return str(base)
 
 
@@ -410,6 +432,7 @@ def train(cfg: TrainConfig, stop_after: int = 0) -> dict[str, Any]:
     records = select_types(all_records, cfg.types, cfg.train_file)
     if cfg.max_train_samples:
         records = records[:cfg.max_train_samples]
+    records = apply_mcq_form(records, cfg.mcq_form, cfg.train_file)
     with accelerator.main_process_first():  # the tiny tokenizer learns every record's words
         base = prepare_base_model(cfg, all_records)
     set_seed(cfg.seed)
@@ -418,12 +441,16 @@ def train(cfg: TrainConfig, stop_after: int = 0) -> dict[str, Any]:
     model, processor = load_model_and_processor(base, dtype=dtype, image_mode=cfg.image_mode,
                                                 conversation=cfg.conversation,
                                                 attn_implementation=cfg.attn_implementation)
+    # '' means the model folder's own format: record what was resolved (config.json, resume checks)
+    cfg.image_mode, cfg.conversation = (input_format_of(processor)[k] for k in ("image_mode", "conversation"))
     dataset = LlavaDataset(processor, records, cfg.image_root, cfg.max_length, cfg.train_file,
                            cfg.max_dropped_fraction)
     stats = dataset.stats.to_dict()
     val_set = None
     if cfg.val_file and Path(cfg.val_file).exists():
-        val_set = LlavaDataset(processor, read_llava_json(cfg.val_file, cfg.max_val_samples), cfg.image_root,
+        val_records = apply_mcq_form(read_llava_json(cfg.val_file, cfg.max_val_samples), cfg.mcq_form,
+                                     cfg.val_file)
+        val_set = LlavaDataset(processor, val_records, cfg.image_root,
                                cfg.max_length, cfg.val_file, 1.0)
         stats["val"] = val_set.stats.to_dict()
     elif cfg.val_file:
