@@ -129,6 +129,32 @@ def degradation_comparison(out_dir: str | Path, model: str = "finetuned", agains
                                                 photo_set=photo_set_of(out_dir)))
 
 
+def degradation_verdict(comparison) -> list[str]:
+    """One plain sentence per model of a :func:`degradation_comparison` table (or several
+    concatenated): which comparisons it won with a paired interval wholly above 0, and what that
+    says about whether it uses the image."""
+    from aes_lib.evaluate.controls import SHUFFLED_SUFFIX
+
+    lines = []
+    for model, rows in comparison.groupby(comparison["comparison"].str.split(" - ").str[0], sort=False):
+        parts, lost, sees = [], [], False
+        for _, r in rows.iterrows():
+            other = r["comparison"].split(" - ", 1)[1]
+            parts.append(f"{other} {r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]")
+            if r["ci_low"] > 0:
+                sees |= other.endswith(SHUFFLED_SUFFIX)
+            else:
+                lost.append(other)
+        if not lost:
+            verdict = "beats every comparison: fine-tuning taught it to see the defects"
+        elif sees:
+            verdict = f"uses the image (beats its shuffled-image control), but does not beat {', '.join(lost)}"
+        else:
+            verdict = "no better with its own images than with other photos': no sign that it uses the image"
+        lines.append(f"{model}: {'; '.join(parts)} -> {verdict}")
+    return lines
+
+
 def write_consensus_scores(out_dir: str | Path, split: str = "test") -> Path:
     """A score dataset ``[{image, gt_score}]`` of the split's images: the critiques' mean grade score."""
     from aes_lib.evaluate.bench import consensus
