@@ -104,17 +104,19 @@ def test_one_training_step_and_one_scored_item_in_both_forms(small, tmp_path):
     records = [{"id": f"r{i}", "image": f"images/im{i}.png", "type": "perception_mcq",
                 "conversations": [{"from": "human", "value": mcq}, {"from": "gpt", "value": "A. No"}]}
                for i in range(4)]
-    train_file = tmp_path / "train.json"
+    train_file, val_file = tmp_path / "train.json", tmp_path / "val.json"
     train_file.write_text(json.dumps(records))
-    cfg = TrainConfig.from_dict(dict(
-        model=str(small / "model"), train_file=str(train_file), val_file="", image_root=str(data),
+    val_file.write_text(json.dumps(records[:2]))
+    cfg = TrainConfig.from_dict(dict(   # bf16 as the cpu profile: samples generated before and after too
+        model=str(small / "model"), train_file=str(train_file), val_file=str(val_file), image_root=str(data),
         output_dir=str(tmp_path / "run"), lora_r=4, lora_alpha=8, lora_targets=["q_proj", "v_proj"],
         lr=1e-3, projector_lr=1e-3, max_steps=1, global_batch_size=4, micro_batch_size=4, max_length=128,
-        mcq_form="both", n_samples=0, merge=False, progress=False, precision="fp32"))
+        mcq_form="both", n_samples=1, sample_max_new_tokens=2, merge=False, progress=False, precision="bf16"))
     summary = train(cfg)
     stats = json.loads((tmp_path / "run" / "data_stats.json").read_text())
     assert summary["steps_done"] == 1 and np.isfinite(summary["last_loss"])
     assert stats["n_records"] == 8 and stats["n_kept"] == 8   # each record in the letter and cloze form
+    assert summary["precision"] == "bf16" and len(json.loads((tmp_path / "run" / "samples.json").read_text())) == 1
     assert json.loads((tmp_path / "run" / "adapter" / "input_format.json").read_text())["conversation"] == "checkpoint"
 
     model, processor = load_model_and_processor(small / "model", adapter=tmp_path / "run" / "adapter")
@@ -252,3 +254,20 @@ def test_degradation_scores_are_one_minus_strength(tmp_path):
     rows = json.loads(write_degradation_scores(tmp_path).read_text())
     assert rows == [{"image": "images/p__original.png", "gt_score": 1.0},
                     {"image": "images/p__blur.png", "gt_score": 0.25}]
+
+
+def test_degradation_verdict_names_what_was_and_was_not_beaten():
+    import pandas as pd
+
+    from aes_lib.evaluate.tables import degradation_verdict
+
+    def rows(model, lows):
+        return [{"comparison": f"{model} - {other}", "difference": low + 0.05, "ci_low": low, "ci_high": low + 0.1}
+                for other, low in zip(("base", f"{model}:shuffled-images", "blind-prior"), lows)]
+
+    table = pd.DataFrame(rows("finetuned", (0.02, 0.01, 0.03)) + rows("finetuned-cloze", (0.02, 0.01, -0.2))
+                         + rows("tiny-finetuned", (0.02, -0.01, 0.03)))
+    seeing, partly, blind = degradation_verdict(table)
+    assert seeing.startswith("finetuned:") and "beats every comparison" in seeing
+    assert "uses the image" in partly and "does not beat blind-prior" in partly and "base" not in partly.split("->")[1]
+    assert "no sign that it uses the image" in blind

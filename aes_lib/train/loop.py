@@ -616,7 +616,8 @@ def _samples(cfg, out: Path, model, processor, accelerator, when: str, compute: 
     items = pick_samples(read_llava_json(cfg.val_file), cfg.n_samples)
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()
-    answers = generate_answers(unwrapped, processor, items, cfg.sample_max_new_tokens, cfg.image_root)
+    with accelerator.autocast():   # bf16 runs keep trained tensors in fp32: mix them as training does
+        answers = generate_answers(unwrapped, processor, items, cfg.sample_max_new_tokens, cfg.image_root)
     unwrapped.train()
     if when == "before":
         rows = [{"id": it["id"], "image": it["image"], "type": it.get("type", ""),
