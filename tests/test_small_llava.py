@@ -271,3 +271,23 @@ def test_degradation_verdict_names_what_was_and_was_not_beaten():
     assert seeing.startswith("finetuned:") and "beats every comparison" in seeing
     assert "uses the image" in partly and "does not beat blind-prior" in partly and "base" not in partly.split("->")[1]
     assert "no sign that it uses the image" in blind
+
+
+def test_one_process_trains_in_bf16_then_in_fp32(tmp_path):
+    """Notebook 03 trains the small model in bf16, then the tiny contrast in fp32, in one kernel."""
+    from aes_lib.models import build_tiny_llava
+    from aes_lib.train import TrainConfig, train
+
+    data = tmp_path / "data"
+    records = [{"id": f"r{i}", "image": _photo(data / f"images/im{i}.png", i).relative_to(data).as_posix(),
+                "conversations": [{"from": "human", "value": "<image>\nIs it dark?"},
+                                  {"from": "gpt", "value": "No."}]} for i in range(4)]
+    (tmp_path / "train.json").write_text(json.dumps(records))
+    build_tiny_llava(tmp_path / "tiny", corpus_texts=["Is it dark? No."], seed=0)
+    for precision in ("bf16", "fp32"):
+        summary = train(TrainConfig.from_dict(dict(
+            model=str(tmp_path / "tiny"), train_file=str(tmp_path / "train.json"), val_file="",
+            image_root=str(data), output_dir=str(tmp_path / precision), max_steps=1, global_batch_size=4,
+            micro_batch_size=4, lora_r=4, lora_alpha=8, n_samples=0, merge=False, progress=False,
+            precision=precision)))
+        assert summary["precision"] == precision

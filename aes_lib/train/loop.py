@@ -423,6 +423,12 @@ def train(cfg: TrainConfig, stop_after: int = 0) -> dict[str, Any]:
     apply_thread_policy()   # half the cores by default: a busy laptop slows down, not to a crawl
     precision = resolve_precision(cfg)
     logging.getLogger("accelerate").setLevel(max(logging.WARNING, logging.getLogger("accelerate").level))
+    # each call is a run of its own: accelerate keeps one mixed-precision setting per process, so a
+    # notebook that trains in bf16 and then in fp32 (notebook 03's tiny contrast) starts afresh
+    # (the distributed state of `accelerate launch` is kept)
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no",
                               cpu=multi_cpu_launch())
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
