@@ -291,3 +291,12 @@ def test_one_process_trains_in_bf16_then_in_fp32(tmp_path):
             micro_batch_size=4, lora_r=4, lora_alpha=8, n_samples=0, merge=False, progress=False,
             precision=precision)))
         assert summary["precision"] == precision
+
+
+def test_the_radar_shows_letter_format_runs_and_their_controls_only():
+    from aes_lib.report.build import letter_format_only
+
+    measured = {n: {} for n in ("base", "finetuned", "finetuned:shuffled-images", "blind-prior", "base-cloze",
+                                "finetuned-cloze:shuffled-images", "tiny-finetuned-generate", "tiny-base")}
+    assert list(letter_format_only(measured)) == ["base", "finetuned", "finetuned:shuffled-images",
+                                                  "blind-prior", "tiny-base"]

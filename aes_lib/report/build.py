@@ -62,6 +62,16 @@ def _consensus_counts(rep: "Report") -> dict[str, int] | None:
     return None if df is None else dict(Counter(df["consensus_grade"].dropna().astype(str)))
 
 
+#: Runs in another answer form than AesBench's letter format (notebook 04's names for them).
+OTHER_FORMS = ("-cloze", "-generate")
+
+
+def letter_format_only(measured: dict[str, Any]) -> dict[str, Any]:
+    """The runs answered in AesBench's letter format (and their controls): the radar beside
+    AesBench's leaderboard shows only these; cloze and generate runs are in the bars and tables."""
+    return {m: v for m, v in measured.items() if not m.split(":")[0].endswith(OTHER_FORMS)}
+
+
 SPECS: dict[str, Spec] = {
     "fig_dataset_composition": Spec("figure", ("manifest",),
                                     lambda r: F.fig_dataset_composition(r.inputs.manifest)),
@@ -82,7 +92,7 @@ SPECS: dict[str, Spec] = {
     "fig_loss_curve": Spec("figure", ("loss",), lambda r: F.fig_loss_curve(r.inputs.loss,
                                                                             r.cfg.loss_smoothing)),
     "fig_radar_aesbench": Spec("figure", (), lambda r: F.fig_radar_aesbench(
-        reported_scores(r.ref), r.measured(), BENCH_COLUMNS, r.reported_label, judge=r.judge,
+        reported_scores(r.ref), letter_format_only(r.measured()), BENCH_COLUMNS, r.reported_label, judge=r.judge,
         kinds="+".join(sorted(set("+".join(T.model_kinds(r.inputs.results).values()).split("+")) - {""}))
         if r.inputs.results is not None else "")),
     "fig_bars_attribute": Spec("figure", ("results",), lambda r: F.fig_bars(r.inputs.results,
