@@ -226,3 +226,27 @@ def test_evaluate_controls_scores_prior_and_shuffled_images_beside_the_model(tmp
     rows = list(csv.DictReader((out / "eval" / "results.csv").open()))
     assert {r["model"] for r in rows} == {"blind-prior", "base:shuffled-images"}
     assert all(float(r["ci_low"]) <= float(r["value"]) + 1e-9 <= float(r["ci_high"]) + 2e-9 for r in rows)
+
+
+def test_proxy_judge_is_stable_when_a_repeated_answer_changes_by_a_word():
+    """One sentence given to every image, a word changed in a few answers: those few are scored as
+    repeats too (a model's AesI score must not jump because three answers changed by a word)."""
+    from types import SimpleNamespace
+
+    from aes_lib.evaluate.judge import ProxyOverlapJudge
+
+    judge = ProxyOverlapJudge()
+    ref = "The warm light and the balanced composition give the portrait a calm, inviting mood."
+    items = [SimpleNamespace(question="Explain the aesthetics of this photo.", reference=ref) for _ in range(20)]
+    same = "The photo has warm light, balanced composition, calm mood and inviting colours overall."
+    varied = same.replace("overall", "throughout")
+    exact = judge.score(items, [same] * 20)
+    mixed = judge.score(items, [same] * 17 + [varied] * 3)
+    alone = judge.score(items[:1], [same])[0]["overall"]
+    assert exact[0]["overall"] < 0.1 * alone
+    assert max(s["overall"] for s in mixed) < 0.2 * alone          # the varied three are repeats too
+    assert abs(sum(s["overall"] for s in mixed) - sum(s["overall"] for s in exact)) < 0.1 * alone
+    different = [f"Answer {i}: " + w for i, w in enumerate(["vivid red sunset sky", "soft blurry crowded street",
+                                                              "sharp mountain lake reflection"])]
+    assert all(s["overall"] == judge.score_one(a, ref, items[0].question)["overall"]
+               for s, a in zip(judge.score(items[:3], different), different))

@@ -38,6 +38,10 @@ def _overall(scores: dict[str, float]) -> dict[str, float]:
     return {**scores, "overall": sum(scores[c] for c in CRITERIA) / len(CRITERIA)}
 
 
+def _jaccard(a: frozenset, b: frozenset) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
 class ProxyOverlapJudge:
     """Offline proxy over content words (stop words and the question's own words removed):
     relevance = share of answer words on topic (in the reference or the aesthetics lexicon),
@@ -49,12 +53,17 @@ class ProxyOverlapJudge:
     ``min(reference words, FULL_LENGTH)``, at most 1), so one on-topic word is not a perfect
     answer; the question's words do not count, so repeating the question scores 0; and an answer whose content words are
     given to ``k`` of the ``n`` judged items has every score multiplied by ``1 - (k - 1) / n``
-    (the same sentence to every image keeps ``1 / n`` of its score)."""
+    (the same sentence to every image keeps ``1 / n`` of its score). ``k`` counts the answers
+    whose content words overlap this one's by at least ``NEAR_SAME`` (Jaccard), not only exact
+    copies: a model that repeats one sentence with a word changed here and there is scored as
+    repeating it, so the score does not jump when a few of its answers change by a word."""
 
     name = "proxy-overlap"
     #: answer content words needed for the full relevance and precision (fewer when the
     #: reference itself is shorter)
     FULL_LENGTH = 12
+    #: content-word overlap (Jaccard) at which two answers count as the same answer
+    NEAR_SAME = 0.8
 
     def __init__(self):
         lex = prompt_file(LEXICON)
@@ -71,10 +80,16 @@ class ProxyOverlapJudge:
                          "precision": round(2 * brevity * len(hit) / len(a), 4),
                          "completeness": round(2 * len(hit) / len(r), 4)})
 
+    def near_copies(self, keys: Sequence[frozenset]) -> dict[frozenset, int]:
+        """For each distinct answer (its content words), how many answers are it or nearly it."""
+        counts = {k: keys.count(k) for k in set(keys)}
+        return {k: sum(n for other, n in counts.items() if _jaccard(k, other) >= self.NEAR_SAME)
+                for k in counts}
+
     def score(self, items: Sequence[Any], answers: Sequence[str], progress: bool = False) -> list[dict[str, float]]:
         keys = [frozenset(content_words(a) - content_words(getattr(it, "question", "")))
                 for it, a in zip(items, answers)]
-        given = {k: keys.count(k) for k in set(keys)}
+        given = self.near_copies(keys)
         out = []
         for it, ans, key in zip(items, answers, keys):
             scores = self.score_one(ans, it.reference, getattr(it, "question", ""))
